@@ -1,0 +1,18 @@
+//! Flywheel's plugin runtime: one wasmtime engine, plugins loaded and checked against
+//! their world, precompiled once, and called with a deadline, a memory cap and a
+//! result cap. It knows no HTTP and no database.
+mod bindings;
+pub mod error;
+pub mod kv;
+pub mod manifest;
+mod engine;
+mod host;
+mod plugin;
+
+pub use bindings::{PreparedEvent, PreparedScores};
+pub use engine::{Runtime, RuntimeOptions};
+pub use error::{LoadError, PluginFailure, RuntimeError};
+pub use host::LogLine;
+pub use kv::{KvBackend, KvFailure, MemoryKv};
+pub use manifest::{Limits, Manifest};
+pub use plugin::{CallOutcome, Plugin, PluginCounters};

@@ -1,0 +1,423 @@
+//! One loaded plugin version and the calls into it.
+//!
+//! Instances are reused: a call takes a warm instance from the plugin's idle list (or
+//! makes one), runs under a deadline and a memory cap, and gives it back, unless the
+//! call trapped, in which case the instance is dropped and never runs again. The idle
+//! list's lock is never held across a call. Measured trade-off: see BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flywheel_model::{ErrorClass, Event, PluginKind, PluginRef, Prompt, Proposal, Route, Score};
+use parking_lot::Mutex;
+use wasmtime::{Engine, Store, Trap};
+
+use crate::bindings::{
+    PreparedEvent, PreparedScores, event_to_wit, prompt_to_wit, proposal_from_wit, refiner,
+    route_from_wit, router, score_from_wit, scorer, wit,
+};
+use crate::engine::EPOCH_TICK;
+use crate::error::PluginFailure;
+use crate::host::{HostState, LogLine, PluginShared};
+use crate::manifest::Manifest;
+
+/// A warm instance is retired after this many calls, so a guest that leaks memory
+/// slowly is reset before it reaches its cap.
+const MAX_CALLS_PER_INSTANCE: u64 = 100_000;
+
+pub(crate) enum KindPre {
+    Scorer(scorer::ScorerPre<HostState>),
+    Router(router::RouterPre<HostState>),
+    Refiner(refiner::RefinerPre<HostState>),
+}
+
+enum Exports {
+    Scorer(scorer::Scorer),
+    Router(router::Router),
+    Refiner(refiner::Refiner),
+}
+
+struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    calls: u64,
+}
+
+/// What one call produced, and what it cost.
+#[derive(Debug)]
+pub struct CallOutcome<T> {
+    pub result: Result<T, PluginFailure>,
+    /// Wall-clock time, including instantiation when no warm instance was free.
+    pub duration: Duration,
+    /// The instance's linear memory at its largest, in bytes.
+    pub peak_memory: usize,
+    /// What the plugin logged during the call (the first few lines).
+    pub logs: Vec<LogLine>,
+}
+
+/// Call counters for one plugin version, read by metrics and `GET /v1/plugins`.
+#[derive(Debug, Default)]
+pub struct PluginCounters {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub instantiations: AtomicU64,
+}
+
+/// One loaded, checked plugin version, ready to be called from any thread.
+pub struct Plugin {
+    engine: Engine,
+    manifest: Manifest,
+    shared: Arc<PluginShared>,
+    pre: KindPre,
+    idle: Mutex<Vec<Instance>>,
+    fresh_per_call: bool,
+    counters: PluginCounters,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("id", &self.shared.id).finish()
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        engine: Engine,
+        manifest: Manifest,
+        shared: Arc<PluginShared>,
+        pre: KindPre,
+        fresh_per_call: bool,
+    ) -> Self {
+        Self {
+            engine,
+            manifest,
+            shared,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            fresh_per_call,
+            counters: PluginCounters::default(),
+        }
+    }
+
+    /// Name, version and content hash: what results record.
+    pub fn id(&self) -> &PluginRef {
+        &self.shared.id
+    }
+
+    /// The manifest the plugin was loaded with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The world this plugin implements.
+    pub fn kind(&self) -> PluginKind {
+        self.manifest.kind
+    }
+
+    /// Calls and errors so far.
+    pub fn counters(&self) -> &PluginCounters {
+        &self.counters
+    }
+
+    /// Instantiate once now, so a broken plugin fails at load and the first event
+    /// does not pay for instantiation.
+    pub fn warm_up(&self) -> Result<(), PluginFailure> {
+        let instance = self.instantiate()?;
+        self.idle.lock().push(instance);
+        Ok(())
+    }
+
+    /// Run a scorer over one event.
+    pub fn score(&self, event: &PreparedEvent) -> CallOutcome<Vec<Score>> {
+        self.call(PluginKind::Scorer, |exports, store| match exports {
+            Exports::Scorer(s) => Some(s.call_score(store, &event.0)),
+            _ => None,
+        })
+        .and_then_result(|scores, limit| {
+            check_size(scores_size(&scores), limit)?;
+            scores.into_iter().map(|s| check_score(score_from_wit(s))).collect()
+        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+    }
+
+    /// Run a router over one event and every scorer's scores.
+    pub fn route(&self, event: &PreparedEvent, scores: &PreparedScores) -> CallOutcome<Route> {
+        self.call(PluginKind::Router, |exports, store| match exports {
+            Exports::Router(r) => Some(r.call_route(store, &event.0, &scores.0)),
+            _ => None,
+        })
+        .and_then_result(|route, limit| {
+            let route = route_from_wit(route);
+            check_size(route_size(&route), limit)?;
+            check_route(route)
+        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+    }
+
+    /// Run a refiner over a prompt and its recent failures.
+    pub fn refine(&self, prompt: &Prompt, failures: &[Event]) -> CallOutcome<Option<Proposal>> {
+        let prompt = prompt_to_wit(prompt);
+        let failures: Vec<wit::Event> = failures.iter().map(event_to_wit).collect();
+        self.call(PluginKind::Refiner, |exports, store| match exports {
+            Exports::Refiner(r) => Some(r.call_refine(store, &prompt, &failures)),
+            _ => None,
+        })
+        .and_then_result(|proposal, limit| {
+            let proposal = proposal.map(proposal_from_wit);
+            if let Some(p) = &proposal {
+                let size = p.template.len()
+                    + p.rationale.len()
+                    + p.evidence.iter().map(String::len).sum::<usize>();
+                check_size(size, limit)?;
+            }
+            Ok(proposal)
+        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+    }
+
+    fn failure(&self, class: ErrorClass, message: impl Into<String>) -> PluginFailure {
+        PluginFailure {
+            plugin: self.shared.id.clone(),
+            class,
+            message: message.into(),
+        }
+    }
+
+    fn instantiate(&self) -> Result<Instance, PluginFailure> {
+        self.counters.instantiations.fetch_add(1, Ordering::Relaxed);
+        let limits = &self.manifest.limits;
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(self.shared.clone(), limits.memory_bytes()),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest start-up code: bound it like a call.
+        store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+        let exports = match &self.pre {
+            KindPre::Scorer(p) => p.instantiate(&mut store).map(Exports::Scorer),
+            KindPre::Router(p) => p.instantiate(&mut store).map(Exports::Router),
+            KindPre::Refiner(p) => p.instantiate(&mut store).map(Exports::Refiner),
+        };
+        match exports {
+            Ok(exports) => Ok(Instance {
+                store,
+                exports,
+                calls: 0,
+            }),
+            Err(e) => {
+                let (class, message) = classify(&e, &store.data().limiter, &store.data().logs);
+                let class = if class == ErrorClass::Trap { ErrorClass::Unavailable } else { class };
+                Err(self.failure(class, format!("instantiation failed: {message}")))
+            }
+        }
+    }
+
+    fn call<T>(
+        &self,
+        kind: PluginKind,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> Option<wasmtime::Result<Result<T, String>>>,
+    ) -> RawOutcome<T> {
+        let started = Instant::now();
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let pooled = if self.fresh_per_call { None } else { self.idle.lock().pop() };
+        let mut instance = match pooled.map(Ok).unwrap_or_else(|| self.instantiate()) {
+            Ok(i) => i,
+            Err(failure) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return RawOutcome {
+                    result: Err(failure),
+                    started,
+                    peak_memory: 0,
+                    logs: Vec::new(),
+                };
+            }
+        };
+        let limits = &self.manifest.limits;
+        instance.store.data_mut().begin_call();
+        instance.store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+        let Instance { store, exports, calls } = &mut instance;
+        *calls += 1;
+        let raw = f(exports, store);
+        let data = store.data_mut();
+        let logs = std::mem::take(&mut data.logs);
+        let peak_memory = data.limiter.peak;
+        let (result, keep) = match raw {
+            None => (
+                Err(self.failure(
+                    ErrorClass::Unavailable,
+                    format!("plugin is not a {kind}"),
+                )),
+                true,
+            ),
+            Some(Ok(Ok(value))) => (Ok(value), true),
+            Some(Ok(Err(message))) => (Err(self.failure(ErrorClass::PluginError, message)), true),
+            Some(Err(trap)) => {
+                let (class, message) = classify(&trap, &data.limiter, &logs);
+                (Err(self.failure(class, message)), false)
+            }
+        };
+        if result.is_err() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        // A trapped instance must never run again; a healthy one goes back warm.
+        if keep && !self.fresh_per_call && instance.calls < MAX_CALLS_PER_INSTANCE {
+            self.idle.lock().push(instance);
+        }
+        RawOutcome {
+            result,
+            started,
+            peak_memory,
+            logs,
+        }
+    }
+}
+
+struct RawOutcome<T> {
+    result: Result<T, PluginFailure>,
+    started: Instant,
+    peak_memory: usize,
+    logs: Vec<LogLine>,
+}
+
+impl<T> RawOutcome<T> {
+    /// Check and convert a successful result; anything refused is an invalid result.
+    fn and_then_result<U>(
+        self,
+        check: impl FnOnce(T, usize) -> Result<U, String>,
+        plugin: &PluginRef,
+        limit: usize,
+    ) -> CallOutcome<U> {
+        let result = self.result.and_then(|v| {
+            check(v, limit).map_err(|message| PluginFailure {
+                plugin: plugin.clone(),
+                class: ErrorClass::InvalidResult,
+                message,
+            })
+        });
+        CallOutcome {
+            result,
+            duration: self.started.elapsed(),
+            peak_memory: self.peak_memory,
+            logs: self.logs,
+        }
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    // +1: the current tick may be almost over, so a deadline is never early.
+    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}
+
+/// Turn a wasmtime error into a class a person can act on.
+fn classify(
+    e: &wasmtime::Error,
+    limiter: &crate::host::MemoryLimiter,
+    logs: &[LogLine],
+) -> (ErrorClass, String) {
+    // The SDK's panic hook logs the panic message before the guest aborts.
+    let last_error = logs
+        .iter()
+        .rev()
+        .find(|l| l.level == "error")
+        .map(|l| format!(": {}", l.message))
+        .unwrap_or_default();
+    if limiter.denied {
+        return (
+            ErrorClass::OutOfMemory,
+            format!(
+                "memory cap of {} MiB reached{last_error}",
+                limiter.cap >> 20
+            ),
+        );
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => (ErrorClass::Timeout, "deadline exceeded".into()),
+        Some(Trap::StackOverflow) => (ErrorClass::Trap, format!("stack overflow{last_error}")),
+        // Rust and C guests keep their stack in linear memory below the data; running
+        // off its end is an out-of-bounds access rather than a native stack overflow.
+        Some(Trap::MemoryOutOfBounds) => (
+            ErrorClass::Trap,
+            format!("out-of-bounds memory access (most often the guest's stack overflowing){last_error}"),
+        ),
+        Some(Trap::UnreachableCodeReached) => (
+            ErrorClass::Trap,
+            format!("trapped (panic or abort){last_error}"),
+        ),
+        Some(trap) => (ErrorClass::Trap, format!("{trap}{last_error}")),
+        None => (ErrorClass::Trap, format!("{e:#}")),
+    }
+}
+
+fn check_size(size: usize, limit: usize) -> Result<(), String> {
+    if size > limit {
+        Err(format!(
+            "result is {} KiB, over the cap of {} KiB",
+            size.div_ceil(1024),
+            limit >> 10
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn scores_size(scores: &[wit::Score]) -> usize {
+    scores
+        .iter()
+        .map(|s| {
+            16 + s.name.len()
+                + s.label.as_ref().map_or(0, String::len)
+                + s.reason.as_ref().map_or(0, String::len)
+        })
+        .sum()
+}
+
+fn route_size(route: &Route) -> usize {
+    match route {
+        Route::Accept => 1,
+        Route::Label(t) | Route::Review(t) => 2 + t.queue.len() + t.reason.len(),
+        Route::Drop { reason } => 1 + reason.len(),
+    }
+}
+
+/// Score names become metrics labels and API fields: keep them plain.
+fn check_score(score: Score) -> Result<Score, String> {
+    let name_ok = !score.name.is_empty()
+        && score.name.len() <= 64
+        && score
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(format!(
+            "score name `{}` must be 1-64 characters of a-z, 0-9, `-`, `_`",
+            score.name.chars().take(80).collect::<String>()
+        ));
+    }
+    if !(0.0..=1.0).contains(&score.value) {
+        return Err(format!(
+            "score `{}` has value {}, outside 0.0..=1.0",
+            score.name, score.value
+        ));
+    }
+    Ok(score)
+}
+
+fn check_route(route: Route) -> Result<Route, String> {
+    if let Some(t) = route.queue() {
+        let ok = !t.queue.is_empty()
+            && t.queue.len() <= 64
+            && t
+                .queue
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "queue name `{}` must be 1-64 characters of letters, digits, `-`, `_`",
+                t.queue.chars().take(80).collect::<String>()
+            ));
+        }
+        if t.priority > 100 {
+            return Err(format!("priority {} is outside 0..=100", t.priority));
+        }
+    }
+    Ok(route)
+}

@@ -1,0 +1,270 @@
+//! `POST /v1/events`, `GET /v1/events/{id}`, `GET /v1/events`: ingestion and lookup.
+//!
+//! An event is acknowledged (202) only after the store says it is on disk; the
+//! pipeline then runs off the request path, or inline with `?wait=true`. Handlers only
+//! translate between HTTP and the store and pipeline.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use flywheel_model::{Event, now_ms};
+use flywheel_store::{Appended, EventFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::Role;
+use crate::input::parse_event;
+
+/// Query string of `POST /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostQuery {
+    /// Process synchronously and return the decision.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+async fn append(state: &AppState, events: Vec<Event>) -> Result<Vec<Appended>, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state.store.append_with(events, move |r| {
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| ApiError::unavailable("the store is shutting down"))?
+        .map_err(ApiError::from)
+}
+
+/// Decide the given events now (for `?wait=true`), off the async runtime.
+async fn decide_now(state: &Arc<AppState>, events: Vec<Event>) -> Result<Vec<Value>, ApiError> {
+    let pipeline = state.pipeline.clone();
+    tokio::task::spawn_blocking(move || {
+        events
+            .iter()
+            .map(|e| pipeline.process_now(e).map(|o| json!(o)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("pipeline task failed: {e}")))?
+    .map_err(ApiError::from)
+}
+
+fn reject(code: &'static str) {
+    metrics::counter!("flywheel_events_rejected_total", "code" => code).increment(1);
+}
+
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<PostQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    state.auth.check(&headers, &[Role::Ingest])?;
+    let result = ingest(&state, query, body).await;
+    if let Err(e) = &result {
+        reject(e.code);
+    }
+    result
+}
+
+async fn ingest(
+    state: &Arc<AppState>,
+    query: Result<Query<PostQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let body = body?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let limits = &state.config.limits;
+    let now = now_ms();
+    let new_id = || ulid::Ulid::new().to_string();
+
+    let batch = match &value {
+        Value::Object(obj) if obj.contains_key("events") => Some(obj),
+        _ => None,
+    };
+    let Some(batch) = batch else {
+        let event = parse_event(&value, "", limits, new_id, now)?;
+        let appended = append(state, vec![event.clone()]).await?;
+        let (id, status) = match appended.first() {
+            Some(Appended::Accepted { id }) => (id.clone(), "accepted"),
+            Some(Appended::Duplicate { id }) => (id.clone(), "duplicate"),
+            None => return Err(ApiError::internal("the store returned no result")),
+        };
+        count(status, 1);
+        if query.wait {
+            let outcome = decide_now(state, vec![event]).await?.pop();
+            return Ok((StatusCode::OK, Json(json!({"id": id, "status": status, "outcome": outcome}))).into_response());
+        }
+        if status == "accepted" {
+            state.pipeline.submit(event);
+        }
+        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": status}))).into_response());
+    };
+
+    if let Some(extra) = batch.keys().find(|k| k.as_str() != "events") {
+        return Err(ApiError::bad_request("unknown_field", format!("unknown field `{extra}` in a batch; expected only `events`")));
+    }
+    let items = batch["events"]
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("invalid_type", "`events` must be an array of events"))?;
+    if items.is_empty() {
+        return Err(ApiError::bad_request("invalid_value", "`events` is empty"));
+    }
+    if items.len() > limits.max_batch {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("`events` has {} events, over the limit of {}", items.len(), limits.max_batch),
+        ));
+    }
+    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut valid: Vec<(usize, Event)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match parse_event(item, &format!("events[{i}]"), limits, new_id, now) {
+            Ok(e) => {
+                valid.push((i, e));
+                results.push(Value::Null);
+            }
+            Err(e) => {
+                reject(e.code);
+                results.push(json!({"index": i, "status": "invalid", "error": {"code": e.code, "message": e.message}}));
+            }
+        }
+    }
+    let invalid = items.len() - valid.len();
+    if valid.is_empty() {
+        let mut body = ApiError::bad_request("invalid_batch", "no event in the batch is valid").body();
+        body["results"] = Value::Array(results);
+        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    let events: Vec<Event> = valid.iter().map(|(_, e)| e.clone()).collect();
+    let appended = append(state, events).await?;
+    let (mut accepted, mut duplicates) = (0usize, 0usize);
+    let mut to_process = Vec::new();
+    for ((index, event), outcome) in valid.into_iter().zip(appended) {
+        let (id, status) = match outcome {
+            Appended::Accepted { id } => {
+                accepted += 1;
+                to_process.push(event);
+                (id, "accepted")
+            }
+            Appended::Duplicate { id } => {
+                duplicates += 1;
+                (id, "duplicate")
+            }
+        };
+        results[index] = json!({"index": index, "id": id, "status": status});
+    }
+    count("accepted", accepted);
+    count("duplicate", duplicates);
+    if query.wait {
+        let ids: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r["status"] == "accepted")
+            .map(|(i, _)| i)
+            .collect();
+        let outcomes = decide_now(state, to_process).await?;
+        for (i, outcome) in ids.into_iter().zip(outcomes) {
+            results[i]["outcome"] = outcome;
+        }
+    } else {
+        for event in to_process {
+            state.pipeline.submit(event);
+        }
+    }
+    let status = if query.wait { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((
+        status,
+        Json(json!({"accepted": accepted, "duplicates": duplicates, "invalid": invalid, "results": results})),
+    )
+        .into_response())
+}
+
+fn count(status: &'static str, n: usize) {
+    if n > 0 {
+        let name = if status == "accepted" { "flywheel_events_accepted_total" } else { "flywheel_events_duplicate_total" };
+        metrics::counter!(name).increment(n as u64);
+    }
+}
+
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.auth.check(&headers, &[Role::Ingest, Role::Reviewer])?;
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let record = tokio::task::spawn_blocking(move || store.get(&lookup))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    match record {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::not_found(format!("no event with id `{id}`"))),
+    }
+}
+
+/// Query string of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Received at or after, in ms since the Unix epoch.
+    pub from: Option<u64>,
+    /// Received before, in ms since the Unix epoch.
+    pub to: Option<u64>,
+    pub prompt: Option<String>,
+    pub prompt_version: Option<String>,
+    /// `accept`, `label`, `review`, `drop` or `pending`.
+    pub route: Option<String>,
+    pub queue: Option<String>,
+    /// A feedback type: `thumbs`, `rating`, `correction`, ...
+    pub feedback: Option<String>,
+    pub cursor: Option<String>,
+    /// 1..=500, default 50.
+    pub limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    state.auth.check(&headers, &[Role::Ingest, Role::Reviewer])?;
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("out_of_range", format!("`limit` is {limit}; it must be 1..=500")));
+    }
+    if let Some(route) = &q.route {
+        if !["accept", "label", "review", "drop", "pending"].contains(&route.as_str()) {
+            return Err(ApiError::bad_request("invalid_value", format!("`route` is `{route}`; expected accept, label, review, drop or pending")));
+        }
+    }
+    let filter = EventFilter {
+        from_ms: q.from,
+        to_ms: q.to,
+        prompt_name: q.prompt,
+        prompt_version: q.prompt_version,
+        route: q.route,
+        queue: q.queue,
+        feedback: q.feedback,
+    };
+    let store = state.store.clone();
+    let cursor = q.cursor;
+    let page = tokio::task::spawn_blocking(move || store.list(&filter, cursor.as_deref(), limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            flywheel_store::StoreError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            other => ApiError::from(other),
+        })?;
+    Ok(Json(json!({"events": page.events, "next_cursor": page.next_cursor})).into_response())
+}

@@ -1,0 +1,99 @@
+//! The HTTP API: routes, shared state, health and metrics endpoints.
+//!
+//! Handlers translate HTTP to calls on the store and the pipeline and back; they hold
+//! no lock and no plugin instance across an `.await`. Errors become responses in
+//! exactly one place, [`error::ApiError`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flywheel_runtime::Runtime;
+use flywheel_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+
+pub mod auth;
+pub mod error;
+pub mod events;
+
+use auth::Auth;
+use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Runtime,
+    pub pipeline: Pipeline,
+    pub auth: Auth,
+    pub metrics: PrometheusHandle,
+    /// Set once start-up (store open, plugins loaded, workers started) is done.
+    pub ready: AtomicBool,
+}
+
+/// The whole API as an axum router, so tests can serve it on an ephemeral port.
+pub fn app(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/events", get(events::list).post(events::post))
+        .route("/v1/events/{id}", get(events::get_one))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let live = state.pipeline.live();
+    let body = json!({
+        "ready": state.ready.load(Ordering::Acquire),
+        "events": state.store.count(),
+        "plugins": live.all().map(|p| json!({"name": p.id().name, "kind": p.kind(), "version": p.id().version, "hash": p.id().hash})).collect::<Vec<_>>(),
+        "pipeline_queued": state.pipeline.queued(),
+    });
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(depths) = state.store.queue_depths() {
+        for (queue, depth) in depths {
+            metrics::gauge!("flywheel_queue_depth", "queue" => queue).set(depth as f64);
+        }
+    }
+    metrics::gauge!("flywheel_events_stored").set(state.store.count() as f64);
+    metrics::gauge!("flywheel_pipeline_backlog").set(state.pipeline.queued() as f64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,217 @@
+//! The command-line front doors: `serve`, `plugin run`, `plugin check`. Each is a thin
+//! layer over the library; they differ from the HTTP API only in how they are asked.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use flywheel::config::Config;
+use flywheel::input::parse_event;
+use flywheel_model::{PluginKind, Prompt, Score, now_ms};
+use flywheel_runtime::{
+    CallOutcome, Manifest, MemoryKv, Plugin, PreparedEvent, PreparedScores, Runtime, RuntimeOptions,
+};
+
+/// `flywheel serve` options; flags override the config file.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (see config.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:7070.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory (sled store, compiled-plugin cache).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Directory of `<name>.wasm` + `<name>.toml` plugins to load.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+/// `flywheel plugin run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The component (`.wasm`).
+    wasm: PathBuf,
+    /// Event JSON, in the API's form. For a refiner, give it once per failure, or
+    /// once with a JSON array.
+    #[arg(long, required = true)]
+    event: Vec<PathBuf>,
+    /// Its manifest; default: `<file>.toml` or `plugin.toml` beside it, else defaults
+    /// with the kind detected from the exports.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Override a config value (repeatable): `--config qa-sample-rate=0.5`.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// For a router: a JSON array of scores (`[{"name", "value", "label", "reason"}]`).
+    #[arg(long)]
+    scores: Option<PathBuf>,
+    /// For a refiner: the prompt JSON (`{"name", "version", "template"}`).
+    #[arg(long)]
+    prompt: Option<PathBuf>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data) = args.data {
+        config.data_dir = data;
+    }
+    if let Some(plugins) = args.plugins {
+        config.plugins_dir = Some(plugins);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(flywheel::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_manifest(wasm: &Path) -> Option<PathBuf> {
+    [wasm.with_extension("toml"), wasm.with_file_name("plugin.toml")]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+fn load(runtime: &Runtime, wasm_path: &Path, manifest: Option<&Path>, overrides: &[String]) -> Result<Plugin> {
+    let wasm = std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let mut manifest = match manifest.map(Path::to_path_buf).or_else(|| default_manifest(wasm_path)) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Manifest::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => {
+            let kind = runtime.detect_kind(&wasm)?;
+            let stem = wasm_path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_default();
+            Manifest {
+                name: if flywheel_runtime::manifest::valid_name(&stem) { stem } else { "plugin".into() },
+                kind,
+                version: "0.0.0".into(),
+                description: String::new(),
+                failure_mode: Default::default(),
+                limits: Default::default(),
+                config: Default::default(),
+            }
+        }
+    };
+    for kv in overrides {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--config `{kv}` is not KEY=VALUE"))?;
+        manifest.config.insert(k.to_string(), v.to_string());
+    }
+    Ok(runtime.load(manifest, &wasm, Arc::new(MemoryKv::default()))?)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_events(paths: &[PathBuf]) -> Result<Vec<flywheel_model::Event>> {
+    let limits = Config::default().limits;
+    let mut out = Vec::new();
+    for path in paths {
+        let value = read_json(path)?;
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            one => vec![one],
+        };
+        for (i, item) in items.iter().enumerate() {
+            let fallback = format!("{}-{i}", path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default());
+            let event = parse_event(item, "", &limits, || fallback, now_ms())
+                .with_context(|| format!("{}: invalid event", path.display()))?;
+            out.push(event);
+        }
+    }
+    Ok(out)
+}
+
+fn report<T: serde::Serialize>(plugin: &Plugin, outcome: CallOutcome<T>) -> Result<ExitCode> {
+    for line in &outcome.logs {
+        eprintln!("[{}] {}", line.level, line.message);
+    }
+    let cost = format!(
+        "{} {} {}: {:.3} ms, peak memory {:.1} MiB",
+        plugin.kind(),
+        plugin.id(),
+        plugin.manifest().limits.timeout_ms,
+        outcome.duration.as_secs_f64() * 1000.0,
+        outcome.peak_memory as f64 / (1u64 << 20) as f64
+    );
+    match outcome.result {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            eprintln!("ok: {cost}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            eprintln!("failed ({}): {}", failure.class, failure.message);
+            eprintln!("cost: {cost}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn plugin_run(args: RunArgs) -> Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeOptions {
+        pooling: false,
+        ..RuntimeOptions::default()
+    })?;
+    let plugin = load(&runtime, &args.wasm, args.manifest.as_deref(), &args.config)?;
+    let events = read_events(&args.event)?;
+    match plugin.kind() {
+        PluginKind::Scorer | PluginKind::Router => {
+            let [event] = events.as_slice() else {
+                bail!("a {} takes exactly one event ({} given)", plugin.kind(), events.len());
+            };
+            let prepared = PreparedEvent::new(event);
+            if plugin.kind() == PluginKind::Scorer {
+                report(&plugin, plugin.score(&prepared))
+            } else {
+                let scores: Vec<Score> = match &args.scores {
+                    Some(path) => serde_json::from_value(read_json(path)?)
+                        .with_context(|| format!("{}: expected an array of scores", path.display()))?,
+                    None => Vec::new(),
+                };
+                report(&plugin, plugin.route(&prepared, &PreparedScores::new(&scores)))
+            }
+        }
+        PluginKind::Refiner => {
+            let path = args.prompt.as_ref().context("a refiner needs --prompt <prompt.json>")?;
+            let prompt: Prompt = serde_json::from_value(read_json(path)?)
+                .with_context(|| format!("{}: expected {{name, version, template}}", path.display()))?;
+            report(&plugin, plugin.refine(&prompt, &events))
+        }
+    }
+}
+
+pub fn plugin_check(wasm: &Path, manifest: Option<&Path>) -> Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeOptions {
+        pooling: false,
+        ..RuntimeOptions::default()
+    })?;
+    let plugin = load(&runtime, wasm, manifest, &[])?;
+    plugin.warm_up().map_err(|f| anyhow::anyhow!("{f}"))?;
+    let m = plugin.manifest();
+    println!(
+        "ok: {} is a valid {} (hash {}; timeout {} ms, memory {} MiB, {})",
+        plugin.id().name,
+        m.kind,
+        plugin.id().hash,
+        m.limits.timeout_ms,
+        m.limits.memory_mib,
+        match m.failure_mode {
+            flywheel_model::FailureMode::FailOpen => "fail-open",
+            flywheel_model::FailureMode::FailClosed => "fail-closed",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,240 @@
+//! The server's configuration: one TOML file, every key optional, defaults that run
+//! locally. Unknown keys are refused at start-up with the key's name, so a typo never
+//! silently falls back to a default. `config.example.toml` lists every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `flywheel serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the sled store and the compiled-plugin cache live.
+    pub data_dir: PathBuf,
+    /// Directory of `<name>.wasm` + `<name>.toml` plugin pairs to load at start-up.
+    /// Unset: `target/flywheel-plugins` when it exists (the examples staged by
+    /// `cargo xtask`), otherwise no plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// Acknowledge events only once they are flushed to disk. Turn off only for
+    /// throw-away data or to measure what durability costs.
+    pub durable: bool,
+    /// Pipeline worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Request and event limits.
+    pub limits: RequestLimits,
+    /// How the pipeline treats plugins.
+    pub pipeline: PipelineConfig,
+    /// Bearer tokens. None configured: the API is open, and only loopback is allowed.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("flywheel-data"),
+            plugins_dir: None,
+            durable: true,
+            workers: 0,
+            limits: RequestLimits::default(),
+            pipeline: PipelineConfig::default(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RequestLimits {
+    /// Largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch: usize,
+    /// Longest `input`, `output`, passage or feedback text, in bytes.
+    pub max_text_bytes: usize,
+    /// Most retrieved-context passages per event.
+    pub max_context_passages: usize,
+    /// Most metadata entries per event.
+    pub max_metadata_entries: usize,
+    /// Longest id (event, trace, session, user) or short field, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_batch: 1000,
+            max_text_bytes: 64 << 10,
+            max_context_passages: 64,
+            max_metadata_entries: 64,
+            max_id_bytes: 256,
+        }
+    }
+}
+
+/// How the pipeline runs plugins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PipelineConfig {
+    /// Events waiting for a worker before new ones are left for the backlog sweeper.
+    pub queue_capacity: usize,
+    /// Run each plugin call in a fresh instance (stronger isolation, slower).
+    pub fresh_instance_per_call: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            fresh_instance_per_call: false,
+        }
+    }
+}
+
+/// What a token may do. Each role includes the ones before it for reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Submit events (applications).
+    Ingest,
+    /// Work queues (domain experts).
+    Reviewer,
+    /// Everything, plugins included (operators).
+    Admin,
+}
+
+/// One bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenConfig {
+    /// Who holds it: recorded as the actor in audit trails.
+    pub name: String,
+    pub role: Role,
+    /// The secret itself; prefer `token-env` so it stays out of the file.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Read a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text (used by `load` and by tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Resolve token secrets and check what serde cannot.
+    pub fn resolve_tokens(&self) -> Result<Vec<(String, String, Role)>, ConfigError> {
+        let mut out = Vec::new();
+        for t in &self.tokens {
+            let secret = match (&t.token, &t.token_env) {
+                (Some(s), None) => s.clone(),
+                (None, Some(var)) => std::env::var(var).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "token `{}`: environment variable {var} is not set",
+                        t.name
+                    ))
+                })?,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "token `{}`: set exactly one of `token` and `token-env`",
+                        t.name
+                    )));
+                }
+            };
+            if secret.len() < 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "token `{}` is shorter than 16 characters",
+                    t.name
+                )));
+            }
+            out.push((t.name.clone(), secret, t.role));
+        }
+        Ok(out)
+    }
+
+    /// The plugin directory actually used (see [`Config::plugins_dir`]).
+    pub fn effective_plugins_dir(&self) -> Option<PathBuf> {
+        self.plugins_dir.clone().or_else(|| {
+            let staged = PathBuf::from("target/flywheel-plugins");
+            staged.is_dir().then_some(staged)
+        })
+    }
+
+    /// How many pipeline workers to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid_and_complete() {
+        let text = include_str!("../../../config.example.toml");
+        let config = Config::from_toml(text).expect("config.example.toml parses");
+        assert_eq!(config.listen, Config::default().listen);
+        assert_eq!(config.limits.max_batch, 1000);
+    }
+
+    #[test]
+    fn a_typo_names_the_key() {
+        let err = Config::from_toml("listn = \"127.0.0.1:1\"").expect_err("typo");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn tokens_need_one_secret_of_reasonable_length() {
+        let short = Config::from_toml("[[tokens]]\nname='a'\nrole='admin'\ntoken='x'\n").expect("parses");
+        assert!(short.resolve_tokens().is_err());
+        let ok = Config::from_toml("[[tokens]]\nname='a'\nrole='ingest'\ntoken='0123456789abcdef'\n")
+            .expect("parses");
+        assert_eq!(ok.resolve_tokens().expect("valid")[0].2, Role::Ingest);
+    }
+}

@@ -1,0 +1,65 @@
+//! The `flywheel` binary: parses arguments, sets up logging, and calls the library.
+//! `anyhow` lives here and in `cli`, nowhere else.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Flywheel: feedback on LLM answers, turned into action by sandboxed policy plugins.
+#[derive(Debug, Parser)]
+#[command(name = "flywheel", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(cli::ServeArgs),
+    /// Try and check policy plugins without a server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Run a plugin once on an event and print its output and what the call cost.
+    Run(cli::RunArgs),
+    /// Check that a component is a valid plugin of its kind (world, imports, start-up).
+    Check {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        /// Its manifest; default: `<file>.toml` or `plugin.toml` beside it, else the
+        /// kind is detected from the exports.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Serve(a) => cli::serve(a),
+        Command::Plugin(PluginCommand::Run(a)) => cli::plugin_run(a),
+        Command::Plugin(PluginCommand::Check { wasm, manifest }) => {
+            cli::plugin_check(&wasm, manifest.as_deref())
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The policy pipeline: every active scorer, then every active router with the scores,
+//! then one decision stored beside the event.
+//!
+//! [`decide`] is pure (plugins in, [`Outcome`] out) so that `serve`, replay and the
+//! benches run the same code. [`Pipeline`] adds the worker pool: events are processed
+//! off the request path on plain threads (plugin calls are CPU-bound and must not
+//! starve the HTTP runtime), and the live plugin set is swapped atomically with
+//! `arc-swap`; an event is processed by the one set it loaded when it started.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use flywheel_model::{
+    CallRecord, Event, FailureMode, Outcome, PluginKind, PluginRef, QueueTarget, Route, ScoreRecord,
+    Vote, now_ms,
+};
+use flywheel_runtime::{CallOutcome, Plugin, PluginFailure, PreparedEvent, PreparedScores};
+use flywheel_store::{Completion, Store};
+
+/// Queue that fail-closed failures send events to.
+pub const FAIL_CLOSED_QUEUE: &str = "review";
+
+/// The plugins that process events right now: one consistent set of versions.
+#[derive(Debug, Default)]
+pub struct LiveSet {
+    pub scorers: Vec<Arc<Plugin>>,
+    pub routers: Vec<Arc<Plugin>>,
+    pub refiners: Vec<Arc<Plugin>>,
+}
+
+impl LiveSet {
+    /// Sort plugins into their kinds, keeping the given order within each kind.
+    pub fn new(plugins: impl IntoIterator<Item = Arc<Plugin>>) -> Self {
+        let mut set = Self::default();
+        for p in plugins {
+            match p.kind() {
+                PluginKind::Scorer => set.scorers.push(p),
+                PluginKind::Router => set.routers.push(p),
+                PluginKind::Refiner => set.refiners.push(p),
+            }
+        }
+        set
+    }
+
+    /// Every plugin in the set.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.scorers.iter().chain(&self.routers).chain(&self.refiners)
+    }
+
+    /// The exact builds that will process an event (refiners do not).
+    pub fn refs(&self) -> Vec<PluginRef> {
+        self.scorers.iter().chain(&self.routers).map(|p| p.id().clone()).collect()
+    }
+}
+
+fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
+    let failed = outcome.result.as_ref().err();
+    let micros = outcome.duration.as_micros() as u64;
+    let name = plugin.id().name.clone();
+    metrics::counter!("flywheel_plugin_calls_total", "plugin" => name.clone(), "kind" => plugin.kind().as_str())
+        .increment(1);
+    metrics::histogram!("flywheel_plugin_call_seconds", "plugin" => name.clone())
+        .record(outcome.duration.as_secs_f64());
+    if let Some(f) = failed {
+        metrics::counter!("flywheel_plugin_errors_total", "plugin" => name, "class" => f.class.as_str())
+            .increment(1);
+        tracing::warn!(plugin = %f.plugin, class = %f.class, "plugin call failed: {}", f.message);
+    }
+    CallRecord {
+        plugin: plugin.id().clone(),
+        kind: plugin.kind(),
+        duration_us: micros,
+        error: failed.map(PluginFailure::to_call_error),
+        failure_mode: failed.map(|_| plugin.manifest().failure_mode),
+    }
+}
+
+fn imposed_review(failure: &PluginFailure) -> Vote {
+    Vote {
+        plugin: failure.plugin.name.clone(),
+        route: Route::Review(QueueTarget {
+            queue: FAIL_CLOSED_QUEUE.into(),
+            priority: 90,
+            reason: format!(
+                "plugin {} failed ({}) and is fail-closed: {}",
+                failure.plugin.name, failure.class, failure.message
+            ),
+        }),
+        imposed: true,
+    }
+}
+
+/// The most cautious vote: review > label > accept, drop only if every router drops.
+/// Among equally cautious votes the higher priority wins, then the earlier router.
+pub fn final_route(votes: &[Vote]) -> Route {
+    votes
+        .iter()
+        .map(|v| &v.route)
+        .fold(None::<&Route>, |best, r| match best {
+            None => Some(r),
+            Some(b) => {
+                let key = |r: &Route| (r.caution(), r.queue().map_or(0, |t| t.priority));
+                if key(r) > key(b) { Some(r) } else { Some(b) }
+            }
+        })
+        .cloned()
+        .unwrap_or(Route::Accept)
+}
+
+/// Run one event through a plugin set. Pure apart from the plugins' own kv writes.
+pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
+    let prepared = PreparedEvent::new(event);
+    let mut calls = Vec::with_capacity(set.scorers.len() + set.routers.len());
+    let mut scores = Vec::new();
+    let mut votes = Vec::new();
+    for scorer in &set.scorers {
+        let outcome = scorer.score(&prepared);
+        calls.push(record(scorer, &outcome));
+        match outcome.result {
+            Ok(s) => scores.extend(s.into_iter().map(|score| ScoreRecord {
+                plugin: scorer.id().name.clone(),
+                score,
+            })),
+            Err(f) => {
+                if scorer.manifest().failure_mode == FailureMode::FailClosed {
+                    votes.push(imposed_review(&f));
+                }
+            }
+        }
+    }
+    let prepared_scores = PreparedScores::new(scores.iter().map(|s| &s.score));
+    for router in &set.routers {
+        let outcome = router.route(&prepared, &prepared_scores);
+        calls.push(record(router, &outcome));
+        match outcome.result {
+            Ok(route) => votes.push(Vote {
+                plugin: router.id().name.clone(),
+                route,
+                imposed: false,
+            }),
+            Err(f) => {
+                if router.manifest().failure_mode == FailureMode::FailClosed {
+                    votes.push(imposed_review(&f));
+                }
+            }
+        }
+    }
+    Outcome {
+        route: final_route(&votes),
+        scores,
+        votes,
+        calls,
+        plugins: set.refs(),
+        processed_at: now_ms(),
+    }
+}
+
+/// Work for the pool: an event to decide (the handler already has it, so the worker
+/// need not read it back from the store).
+struct Job {
+    event: Event,
+}
+
+/// Counters the API reports and the tests read.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub processed: AtomicU64,
+    pub already_processed: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+struct Shared {
+    store: Store,
+    live: ArcSwap<LiveSet>,
+    stats: PipelineStats,
+    /// Set when the job queue was full: the sweeper then picks pending events from the store.
+    backlog: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The worker pool and the live plugin set.
+#[derive(Clone)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    tx: Sender<Job>,
+}
+
+impl Pipeline {
+    /// Start `workers` threads and the backlog sweeper, and resume every event that was
+    /// stored but not processed before the last shutdown or crash.
+    pub fn start(store: Store, live: LiveSet, workers: usize, capacity: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity.max(1));
+        let shared = Arc::new(Shared {
+            store,
+            live: ArcSwap::from_pointee(live),
+            stats: PipelineStats::default(),
+            backlog: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+        });
+        for i in 0..workers.max(1) {
+            let shared = shared.clone();
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("flywheel-pipeline-{i}"))
+                .spawn(move || worker(&shared, &rx))
+                .map(drop)
+                .unwrap_or_else(|e| tracing::error!("could not start pipeline worker: {e}"));
+        }
+        {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("flywheel-sweeper".into())
+                .spawn(move || sweeper(&shared, &tx))
+                .map(drop)
+                .unwrap_or_else(|e| tracing::error!("could not start backlog sweeper: {e}"));
+        }
+        Self { shared, tx }
+    }
+
+    /// Hand an accepted event to the workers. Never blocks: when the queue is full the
+    /// event stays pending in the store and the sweeper picks it up.
+    pub fn submit(&self, event: Event) {
+        match self.tx.try_send(Job { event }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.backlog.store(true, Ordering::Release);
+            }
+        }
+        metrics::gauge!("flywheel_pipeline_backlog").set(self.tx.len() as f64);
+    }
+
+    /// Decide an event now, on the calling thread, and store the outcome. For
+    /// `?wait=true`; returns what is stored (the earlier outcome if a worker won).
+    pub fn process_now(&self, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
+        process(&self.shared, event)
+    }
+
+    /// The plugin set new events will be processed with.
+    pub fn live(&self) -> Arc<LiveSet> {
+        self.shared.live.load_full()
+    }
+
+    /// Swap the live set atomically: events already started finish on the old one.
+    pub fn swap(&self, live: LiveSet) {
+        self.shared.live.store(Arc::new(live));
+    }
+
+    /// Counters for the API and tests.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.shared.stats
+    }
+
+    /// Events waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Stop the sweeper; workers stop when the last handle is gone.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+}
+
+fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
+    let started = Instant::now();
+    let set = shared.live.load_full();
+    let outcome = decide(&set, event);
+    let result = shared.store.complete(&event.id, outcome.clone());
+    metrics::histogram!("flywheel_pipeline_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(Completion::Completed { .. }) => {
+            shared.stats.processed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("flywheel_events_processed_total", "route" => outcome.route.action())
+                .increment(1);
+            Ok(outcome)
+        }
+        Ok(Completion::AlreadyProcessed) => {
+            shared.stats.already_processed.fetch_add(1, Ordering::Relaxed);
+            let stored = shared.store.get(&event.id)?.and_then(|r| r.outcome);
+            Ok(stored.unwrap_or(outcome))
+        }
+        Err(e) => {
+            shared.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(event = %event.id, "could not store the outcome (the event stays pending): {e}");
+            Err(e)
+        }
+    }
+}
+
+fn worker(shared: &Shared, rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let _span = tracing::debug_span!("event", id = %job.event.id).entered();
+        // Errors are logged in `process`; the event stays pending for the sweeper.
+        let _ = process(shared, &job.event);
+    }
+}
+
+/// Picks up events that are pending in the store but in no queue: at start-up
+/// (recovery after a crash) and whenever the job queue overflowed.
+fn sweeper(shared: &Shared, tx: &Sender<Job>) {
+    while !shared.stop.load(Ordering::Acquire) {
+        if shared.backlog.swap(false, Ordering::AcqRel) {
+            match shared.store.pending() {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        tracing::info!(count = ids.len(), "resuming pending events");
+                    }
+                    for id in ids {
+                        let Ok(Some(record)) = shared.store.get(&id) else { continue };
+                        if record.outcome.is_some() {
+                            continue;
+                        }
+                        if tx.send(Job { event: record.event }).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("could not list pending events: {e}");
+                    shared.backlog.store(true, Ordering::Release);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(route: Route) -> Vote {
+        Vote { plugin: "r".into(), route, imposed: false }
+    }
+
+    fn target(queue: &str, priority: u8) -> QueueTarget {
+        QueueTarget { queue: queue.into(), priority, reason: String::new() }
+    }
+
+    #[test]
+    fn the_most_cautious_vote_wins() {
+        assert_eq!(final_route(&[]), Route::Accept);
+        let drop = Route::Drop { reason: "spam".into() };
+        assert_eq!(final_route(&[vote(drop.clone()), vote(drop.clone())]), drop);
+        assert_eq!(final_route(&[vote(drop), vote(Route::Accept)]), Route::Accept);
+        let label = Route::Label(target("labeling", 80));
+        let review = Route::Review(target("compliance", 10));
+        assert_eq!(final_route(&[vote(label.clone()), vote(review.clone()), vote(Route::Accept)]), review);
+        let urgent = Route::Label(target("labeling", 95));
+        assert_eq!(final_route(&[vote(label), vote(urgent.clone())]), urgent);
+    }
+}

@@ -1,0 +1,218 @@
+//! Start-up and shutdown of `flywheel serve`: open the store, start the runtime, load
+//! the plugin directory, start the pipeline (which resumes pending events), then serve.
+//!
+//! The only place that decides whether the server may run open (no tokens): then it
+//! must listen on loopback.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use flywheel_runtime::{KvBackend, KvFailure, LoadError, Plugin, Runtime, RuntimeOptions};
+use flywheel_store::{KvError, Store, StoreOptions};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::api::{AppState, app, auth::Auth};
+use crate::config::Config;
+use crate::pipeline::{LiveSet, Pipeline};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("refusing to listen on {0} with no tokens configured: an open API may only listen on loopback (add [[tokens]] to the config, or listen on 127.0.0.1)")]
+    OpenOnPublicAddress(std::net::SocketAddr),
+    #[error("could not open the store in {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: flywheel_store::StoreError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] flywheel_runtime::RuntimeError),
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Plugins' key-value data, kept in the store.
+pub struct StoreKv(pub Store);
+
+fn kv_failure(e: KvError) -> KvFailure {
+    match e {
+        KvError::QuotaExceeded { quota } => KvFailure::QuotaExceeded(quota),
+        KvError::InvalidKey => KvFailure::InvalidKey,
+        other => KvFailure::Unavailable(other.to_string()),
+    }
+}
+
+impl KvBackend for StoreKv {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure> {
+        self.0.kv_get(plugin, key).map_err(kv_failure)
+    }
+
+    fn set(&self, plugin: &str, key: &str, value: &[u8], quota: u64) -> Result<(), KvFailure> {
+        self.0.kv_set(plugin, key, value, quota).map_err(kv_failure)
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), KvFailure> {
+        self.0.kv_delete(plugin, key).map_err(kv_failure)
+    }
+}
+
+/// The process-wide Prometheus recorder (metrics macros write to one global).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed, in which case ours stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Load every `<name>.wasm` + `<name>.toml` pair in `dir`. A bad pair is reported and
+/// skipped; it never stops the others.
+pub fn load_plugin_dir(
+    runtime: &Runtime,
+    dir: &Path,
+    kv: Arc<dyn KvBackend>,
+) -> (Vec<Arc<Plugin>>, Vec<(PathBuf, LoadError)>) {
+    let mut loaded = Vec::new();
+    let mut failed = Vec::new();
+    let mut manifests: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(source) => {
+            failed.push((dir.to_path_buf(), LoadError::Io { path: dir.display().to_string(), source }));
+            return (loaded, failed);
+        }
+    };
+    manifests.sort();
+    for manifest in manifests {
+        let wasm = manifest.with_extension("wasm");
+        match runtime.load_files(&wasm, &manifest, kv.clone()) {
+            Ok(plugin) => match plugin.warm_up() {
+                Ok(()) => loaded.push(Arc::new(plugin)),
+                Err(f) => failed.push((wasm, LoadError::Compile(f.to_string()))),
+            },
+            Err(e) => failed.push((wasm, e)),
+        }
+    }
+    (loaded, failed)
+}
+
+/// Everything a running server holds, built but not yet listening.
+pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let tokens = config.resolve_tokens()?;
+    let auth = Auth::new(tokens);
+    if auth.is_open() && !config.listen.ip().is_loopback() {
+        return Err(StartError::OpenOnPublicAddress(config.listen));
+    }
+    let store_dir = config.data_dir.join("store");
+    let store = Store::open(
+        &store_dir,
+        StoreOptions { durable: config.durable, ..StoreOptions::default() },
+    )
+    .map_err(|source| StartError::Store { path: store_dir.display().to_string(), source })?;
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(config.data_dir.join("cache")),
+        fresh_instance_per_call: config.pipeline.fresh_instance_per_call,
+        ..RuntimeOptions::default()
+    })?;
+    let kv: Arc<dyn KvBackend> = Arc::new(StoreKv(store.clone()));
+    let mut plugins = Vec::new();
+    if let Some(dir) = config.effective_plugins_dir() {
+        let (loaded, failed) = load_plugin_dir(&runtime, &dir, kv);
+        for (path, e) in failed {
+            tracing::error!(path = %path.display(), "plugin not loaded: {e}");
+        }
+        for p in &loaded {
+            tracing::info!(plugin = %p.id(), kind = %p.kind(), "plugin loaded");
+        }
+        plugins = loaded;
+    } else {
+        tracing::warn!("no plugin directory: events are stored and accepted without policies");
+    }
+    let pipeline = Pipeline::start(
+        store.clone(),
+        LiveSet::new(plugins),
+        config.worker_count(),
+        config.pipeline.queue_capacity,
+    );
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        runtime,
+        pipeline,
+        auth,
+        metrics: metrics_handle(),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    }))
+}
+
+/// Run the server until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let addr = config.listen;
+    let state = build_state(config)?;
+    if state.auth.is_open() {
+        tracing::warn!("no tokens configured: the API is open to anyone on this machine (loopback only)");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(StartError::Serve)?;
+    state.ready.store(true, Ordering::Release);
+    // Tests and scripts read this line to learn the port.
+    println!("flywheel listening on http://{local}");
+    tracing::info!(%local, "listening");
+    let pipeline = state.pipeline.clone();
+    let store = state.store.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(StartError::Serve)?;
+    pipeline.shutdown();
+    let _ = store.flush();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,96 @@
+//! How things are laid out as sled keys and values: key builders, the stored form of an
+//! event, and JSON encode/decode helpers that turn bad bytes into `StoreError::Corrupt`.
+//! It owns the byte formats only; it never opens trees or decides what to write.
+
+use flywheel_model::{Event, EventRecord, EventStatus, Outcome};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Result, StoreError};
+
+/// The separator between a name and the rest of a key; names may therefore not contain it.
+pub(crate) const SEP: u8 = 0;
+
+/// An event as stored in the `events` tree. Not `EventRecord` itself: `seq` locates the
+/// event's entry in `pending`, and avoiding `#[serde(flatten)]` keeps decoding cheap.
+#[derive(Deserialize)]
+pub(crate) struct StoredEvent {
+    pub seq: u64,
+    pub status: EventStatus,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    pub event: Event,
+}
+
+/// The borrowed twin of `StoredEvent`, so the hot path serializes without cloning.
+#[derive(Serialize)]
+pub(crate) struct StoredEventRef<'a> {
+    pub seq: u64,
+    pub status: EventStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'a Outcome>,
+    pub event: &'a Event,
+}
+
+impl StoredEvent {
+    pub fn into_record(self) -> EventRecord {
+        EventRecord {
+            event: self.event,
+            status: self.status,
+            outcome: self.outcome,
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::corrupt(format!("cannot encode: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(format!("{what}: expected 8 bytes")))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+pub(crate) fn decode_str(what: &str, bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::corrupt(format!("{what}: not UTF-8")))
+}
+
+/// `received_at` (big-endian) then the id: sorts by arrival time, unique per event.
+pub(crate) fn time_key(received_at: u64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.len());
+    k.extend_from_slice(&received_at.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The event id inside a time-index key.
+pub(crate) fn id_of_time_key(key: &[u8]) -> Result<String> {
+    match key.get(8..) {
+        Some(id) => decode_str("time index key", id),
+        None => Err(StoreError::corrupt("time index key: too short")),
+    }
+}
+
+/// `name \0 rest`: a key under a name, so a prefix scan of `name \0` finds exactly its keys.
+pub(crate) fn named_key(name: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1 + rest.len());
+    k.extend_from_slice(name.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Rejects names that would break `named_key` prefixes.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.as_bytes().contains(&SEP) {
+        return Err(StoreError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}

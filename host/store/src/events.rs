@@ -1,0 +1,295 @@
+//! Reading events back and recording what the pipeline made of them: `get`, `pending`,
+//! `complete` (outcome + pending removal + queue item, in one transaction), and the
+//! filtered listings `list` (newest first, paged) and `scan` (oldest first, streamed).
+//! It never inserts events; only the committer does.
+
+use std::ops::Bound;
+
+use flywheel_model::{EventRecord, EventStatus, Outcome};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use crate::Store;
+use crate::codec::{self, StoredEvent, StoredEventRef};
+use crate::error::{Result, StoreError, from_tx};
+use crate::queue::{self, QueueItem};
+
+/// What `complete` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Completion {
+    /// The outcome is stored; `queue_item` is the item put on a queue for label/review routes.
+    Completed { queue_item: Option<QueueItem> },
+    /// The event was already processed; nothing changed. Happens when an event is
+    /// processed again after a crash, and keeps each event's stored result single.
+    AlreadyProcessed,
+}
+
+/// Which events a listing returns. Every field narrows; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Events received at or after this time (ms since the epoch).
+    pub from_ms: Option<u64>,
+    /// Events received before this time (exclusive).
+    pub to_ms: Option<u64>,
+    pub prompt_name: Option<String>,
+    pub prompt_version: Option<String>,
+    /// `accept`, `label`, `review`, `drop` (the final route) or `pending` (not processed yet).
+    pub route: Option<String>,
+    /// The queue the final route named.
+    pub queue: Option<String>,
+    /// The feedback type, as `Feedback::kind()` names it.
+    pub feedback: Option<String>,
+}
+
+const ROUTES: [&str; 5] = ["accept", "label", "review", "drop", "pending"];
+
+impl EventFilter {
+    fn validate(&self) -> Result<()> {
+        match &self.route {
+            Some(r) if !ROUTES.contains(&r.as_str()) => Err(StoreError::InvalidFilter {
+                reason: format!("unknown route {r:?}; expected one of {}", ROUTES.join(", ")),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `r` passes the filter (the time bounds are applied by the index range).
+    fn matches(&self, r: &EventRecord) -> bool {
+        let e = &r.event;
+        let prompt_ok = |want: &Option<String>, get: fn(&flywheel_model::PromptRef) -> &str| {
+            want.as_deref()
+                .is_none_or(|w| e.prompt.as_ref().is_some_and(|p| get(p) == w))
+        };
+        let route_ok = self.route.as_deref().is_none_or(|want| match &r.outcome {
+            _ if want == "pending" => r.status == EventStatus::Pending,
+            Some(o) => r.status == EventStatus::Processed && o.route.action() == want,
+            None => false,
+        });
+        let queue_ok = self.queue.as_deref().is_none_or(|want| {
+            r.outcome
+                .as_ref()
+                .and_then(|o| o.route.queue())
+                .is_some_and(|t| t.queue == want)
+        });
+        prompt_ok(&self.prompt_name, |p| &p.name)
+            && prompt_ok(&self.prompt_version, |p| &p.version)
+            && route_ok
+            && queue_ok
+            && self
+                .feedback
+                .as_deref()
+                .is_none_or(|f| e.feedback.kind() == f)
+    }
+
+    /// The `by_time` key range for the time bounds, capped above by `before` (a cursor).
+    fn range(&self, before: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let lower = match self.from_ms {
+            Some(ms) => Bound::Included(ms.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let to = self.to_ms.map(|ms| ms.to_be_bytes().to_vec());
+        let upper = match (to, before) {
+            (Some(a), Some(b)) => Bound::Excluded(a.min(b)),
+            (Some(k), None) | (None, Some(k)) => Bound::Excluded(k),
+            (None, None) => Bound::Unbounded,
+        };
+        (lower, upper)
+    }
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub events: Vec<EventRecord>,
+    /// Pass back to `list` for the next (older) page. Set whenever the page is full, so
+    /// the last page may come back empty.
+    pub next_cursor: Option<String>,
+}
+
+impl Store {
+    /// The event and its outcome, if stored.
+    pub fn get(&self, id: &str) -> Result<Option<EventRecord>> {
+        match self.trees().events.get(id)? {
+            Some(v) => Ok(Some(
+                codec::decode::<StoredEvent>("event", &v)?.into_record(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Ids of events stored but not yet processed, oldest first: what to resume after a
+    /// restart.
+    pub fn pending(&self) -> Result<Vec<String>> {
+        self.trees()
+            .pending
+            .iter()
+            .values()
+            .map(|v| codec::decode_str("pending id", &v?))
+            .collect()
+    }
+
+    /// Records the pipeline's outcome for a pending event, atomically with removing it
+    /// from `pending` and queueing it for label/review routes. Does not flush: a lost
+    /// completion leaves the event pending, and it is processed again.
+    pub fn complete(&self, id: &str, outcome: Outcome) -> Result<Completion> {
+        let item = match outcome.route.queue() {
+            Some(target) => {
+                codec::check_name(&target.queue)?;
+                let ulid = self.next_ulid();
+                Some(QueueItem {
+                    id: ulid.to_string(),
+                    queue: target.queue.clone(),
+                    event_id: id.to_owned(),
+                    action: outcome.route.action().to_owned(),
+                    priority: target.priority,
+                    reason: target.reason.clone(),
+                    created_at: ulid.timestamp_ms(),
+                })
+            }
+            None => None,
+        };
+        let encoded_item = match &item {
+            Some(i) => Some((queue::item_key(i), codec::encode(i)?)),
+            None => None,
+        };
+        let t = self.trees();
+        let done = from_tx(
+            (&t.events, &t.pending, &t.queue, &t.queue_depth).transaction(
+                |(events, pending, queue, depth)| {
+                    let abort = ConflictableTransactionError::Abort;
+                    let Some(v) = events.get(id)? else {
+                        return Err(abort(StoreError::NotFound { id: id.to_owned() }));
+                    };
+                    let stored: StoredEvent = codec::decode("event", &v).map_err(abort)?;
+                    if stored.status == EventStatus::Processed {
+                        return Ok(false);
+                    }
+                    let value = codec::encode(&StoredEventRef {
+                        seq: stored.seq,
+                        status: EventStatus::Processed,
+                        outcome: Some(&outcome),
+                        event: &stored.event,
+                    })
+                    .map_err(abort)?;
+                    events.insert(id, value)?;
+                    pending.remove(&stored.seq.to_be_bytes())?;
+                    if let (Some(i), Some((key, value))) = (&item, &encoded_item) {
+                        queue.insert(key.as_slice(), value.as_slice())?;
+                        let n = match depth.get(&i.queue)? {
+                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                            None => 0,
+                        };
+                        depth.insert(i.queue.as_str(), &(n + 1).to_be_bytes())?;
+                    }
+                    Ok(true)
+                },
+            ),
+        )?;
+        Ok(if done {
+            Completion::Completed { queue_item: item }
+        } else {
+            Completion::AlreadyProcessed
+        })
+    }
+
+    /// Up to `limit` events matching `filter`, newest first, starting after `cursor` (from
+    /// a previous page). Pages stay consistent while events are appended.
+    pub fn list(&self, filter: &EventFilter, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        filter.validate()?;
+        let before = match cursor {
+            Some(c) => Some(hex::decode(c).map_err(|_| StoreError::InvalidCursor)?),
+            None => None,
+        };
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(Page {
+                events,
+                next_cursor: None,
+            });
+        }
+        let t = self.trees();
+        for entry in t.by_time.range(filter.range(before)).rev() {
+            let (key, _) = entry?;
+            let record = load(&t.events, &key)?;
+            if filter.matches(&record) {
+                events.push(record);
+                if events.len() == limit {
+                    return Ok(Page {
+                        events,
+                        next_cursor: Some(hex::encode(&key)),
+                    });
+                }
+            }
+        }
+        Ok(Page {
+            events,
+            next_cursor: None,
+        })
+    }
+
+    /// Every event matching `filter`, oldest first, read lazily (for replay and export).
+    /// The iterator owns what it needs, so it may outlive this handle and move threads.
+    pub fn scan(
+        &self,
+        filter: &EventFilter,
+    ) -> impl Iterator<Item = Result<EventRecord>> + Send + use<> {
+        Scan {
+            error: filter.validate().err(),
+            done: false,
+            keys: self.trees().by_time.range(filter.range(None)),
+            events: self.trees().events.clone(),
+            filter: filter.clone(),
+        }
+    }
+}
+
+/// The iterator behind `Store::scan`; it stops after the first error.
+struct Scan {
+    error: Option<StoreError>,
+    done: bool,
+    keys: sled::Iter,
+    events: sled::Tree,
+    filter: EventFilter,
+}
+
+impl Iterator for Scan {
+    type Item = Result<EventRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.done {
+            return None;
+        }
+        for entry in self.keys.by_ref() {
+            match entry
+                .map_err(StoreError::from)
+                .and_then(|(key, _)| load(&self.events, &key))
+            {
+                Ok(r) if !self.filter.matches(&r) => continue,
+                Ok(r) => return Some(Ok(r)),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.done = true;
+        None
+    }
+}
+
+/// The event a `by_time` key points at; a dangling key means the trees disagree.
+fn load(events: &sled::Tree, time_key: &[u8]) -> Result<EventRecord> {
+    let id = codec::id_of_time_key(time_key)?;
+    match events.get(&id)? {
+        Some(v) => Ok(codec::decode::<StoredEvent>("event", &v)?.into_record()),
+        None => Err(StoreError::corrupt(format!(
+            "time index names missing event {id:?}"
+        ))),
+    }
+}

@@ -1,0 +1,236 @@
+//! Flywheel's durable state in sled: events, pipeline outcomes, queue items, plugin
+//! key-value data and small metadata trees. It knows no wasm and no HTTP, and it never
+//! acknowledges an append (in durable mode) before the event is flushed to disk.
+//!
+//! # Layout
+//! Values are JSON unless noted; integers in keys and counters are big-endian `u64`.
+//!
+//! | tree          | key                                                   | value                     |
+//! |---------------|-------------------------------------------------------|---------------------------|
+//! | `events`      | event id                                              | `{seq,status,outcome?,event}` |
+//! | `pending`     | `seq` (arrival order)                                 | event id                  |
+//! | `by_time`     | `received_at` ++ event id                             | empty                     |
+//! | `counters`    | `"events"`                                            | `u64`: events stored      |
+//! | `queue`       | queue `\0` (255 − priority) `created_at` item id      | `QueueItem`               |
+//! | `queue_depth` | queue                                                 | `u64`: items on the queue |
+//! | `kv`          | plugin `\0` key                                       | raw bytes                 |
+//! | `kv_usage`    | plugin                                                | `u64`: key + value bytes  |
+//! | `meta/<name>` | caller's key                                          | caller's bytes            |
+//!
+//! Every write that spans trees is one sled transaction, so a crash never leaves an event
+//! without its `pending`/`by_time` entries, or a processed event without its queue item.
+
+mod codec;
+mod committer;
+mod error;
+mod events;
+mod kv;
+mod meta;
+mod queue;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+pub use committer::Appended;
+pub use error::{KvError, Result, StoreError};
+pub use events::{Completion, EventFilter, Page};
+pub use queue::QueueItem;
+
+use committer::Request;
+
+/// How to open a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Flush every group commit before acknowledging it. Turn off only for benches and
+    /// throwaway data: a crash then loses recently acknowledged events.
+    pub durable: bool,
+    /// sled's page cache size; reads of recent events are served from it.
+    pub cache_capacity_bytes: u64,
+    /// How many append requests may wait for the committer before `append_with` answers
+    /// `StoreError::Busy` (and `append` blocks): the store's back-pressure.
+    pub max_waiting_appends: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durable: true,
+            cache_capacity_bytes: 128 * 1024 * 1024,
+            max_waiting_appends: 16 * 1024,
+        }
+    }
+}
+
+/// Counters that show group commit working: `flushes` should stay far below the number
+/// of append requests under load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Flushes made by the committer (one per batch in durable mode, none otherwise).
+    pub flushes: u64,
+    /// Batches written by the committer.
+    pub batches: u64,
+    /// Append requests answered by the committer.
+    pub requests: u64,
+    /// Events newly stored since open.
+    pub appended: u64,
+    /// Events refused as duplicates since open.
+    pub duplicates: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    flushes: AtomicU64,
+    batches: AtomicU64,
+    requests: AtomicU64,
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+    /// Events stored in total, mirrored from the `counters` tree.
+    events: AtomicU64,
+}
+
+/// The fixed trees, opened once.
+#[derive(Clone)]
+pub(crate) struct Trees {
+    events: sled::Tree,
+    pending: sled::Tree,
+    by_time: sled::Tree,
+    counters: sled::Tree,
+    queue: sled::Tree,
+    queue_depth: sled::Tree,
+    kv: sled::Tree,
+    kv_usage: sled::Tree,
+}
+
+const EVENTS_COUNTER: &[u8] = b"events";
+
+/// A handle on the store. Cheap to clone; the last handle dropped stops the committer
+/// (after a final flush) and closes the database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    counters: Arc<Counters>,
+    /// Monotonic within a millisecond, so queue items created together keep their order.
+    ulids: parking_lot::Mutex<ulid::Generator>,
+    /// `None` only while dropping, so the committer sees the channel close.
+    requests: Option<crossbeam_channel::Sender<Request>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its committer thread.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = Trees {
+            events: db.open_tree("events")?,
+            pending: db.open_tree("pending")?,
+            by_time: db.open_tree("by_time")?,
+            counters: db.open_tree("counters")?,
+            queue: db.open_tree("queue")?,
+            queue_depth: db.open_tree("queue_depth")?,
+            kv: db.open_tree("kv")?,
+            kv_usage: db.open_tree("kv_usage")?,
+        };
+        let counters = Arc::new(Counters::default());
+        let stored = match trees.counters.get(EVENTS_COUNTER)? {
+            Some(v) => codec::decode_u64("events counter", &v)?,
+            None => 0,
+        };
+        counters.events.store(stored, Ordering::Relaxed);
+        let next_seq = match trees.pending.last()? {
+            Some((k, _)) => codec::decode_u64("pending key", &k)?.saturating_add(1),
+            None => 0,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(opts.max_waiting_appends.max(1));
+        let committer = committer::Committer {
+            db: db.clone(),
+            trees: trees.clone(),
+            counters: counters.clone(),
+            durable: opts.durable,
+            next_seq,
+        };
+        let handle = std::thread::Builder::new()
+            .name("flywheel-store-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| StoreError::Spawn(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                counters,
+                ulids: parking_lot::Mutex::new(ulid::Generator::new()),
+                requests: Some(tx),
+                committer: Some(handle),
+            }),
+        })
+    }
+
+    /// Makes every write so far durable (completions and kv writes are not flushed on
+    /// their own).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Group-commit counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            appended: c.appended.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many events are stored (kept as a counter, so this is O(1)).
+    pub fn count(&self) -> usize {
+        usize::try_from(self.inner.counters.events.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+
+    /// A fresh ULID, strictly after every one this store made before.
+    pub(crate) fn next_ulid(&self) -> ulid::Ulid {
+        let mut generator = self.inner.ulids.lock();
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the committer drain what is queued, flush and exit.
+        drop(self.requests.take());
+        if let Some(handle) = self.committer.take() {
+            // A reply closure may own the last handle; the committer cannot join itself.
+            if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
+                tracing::error!("store committer panicked");
+            }
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,539 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use flywheel_model::{
+    Event, EventStatus, Feedback, Outcome, PromptRef, QueueTarget, Route, Thumb, now_ms,
+};
+use tempfile::TempDir;
+
+use super::*;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), StoreOptions::default()).unwrap()
+}
+
+fn event(id: &str, received_at: u64) -> Event {
+    Event {
+        id: id.into(),
+        received_at,
+        trace_id: None,
+        session_id: None,
+        user_id: Some("u1".into()),
+        model: None,
+        prompt: Some(PromptRef {
+            name: "support".into(),
+            version: "v1".into(),
+        }),
+        input: "how do I reset my password?".into(),
+        output: "Click 'forgot password'.".into(),
+        context: vec![],
+        feedback: Feedback::Thumbs { value: Thumb::Down },
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn outcome(route: Route) -> Outcome {
+    Outcome {
+        scores: vec![],
+        votes: vec![],
+        route,
+        calls: vec![],
+        plugins: vec![],
+        processed_at: now_ms(),
+    }
+}
+
+fn target(queue: &str, priority: u8) -> QueueTarget {
+    QueueTarget {
+        queue: queue.into(),
+        priority,
+        reason: format!("p{priority}"),
+    }
+}
+
+fn accepted(id: &str) -> Appended {
+    Appended::Accepted { id: id.into() }
+}
+
+fn duplicate(id: &str) -> Appended {
+    Appended::Duplicate { id: id.into() }
+}
+
+#[test]
+fn append_then_get_round_trips() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let e = event("e1", 1_000);
+    assert_eq!(store.append(vec![e.clone()]).unwrap(), vec![accepted("e1")]);
+    let r = store.get("e1").unwrap().unwrap();
+    assert_eq!(r.event, e);
+    assert_eq!(r.status, EventStatus::Pending);
+    assert_eq!(r.outcome, None);
+    assert_eq!(store.get("nope").unwrap(), None);
+    assert_eq!(store.count(), 1);
+    assert_eq!(store.append(vec![]).unwrap(), vec![]);
+    assert!(matches!(
+        store.append(vec![event("", 1)]),
+        Err(StoreError::InvalidEvent { .. })
+    ));
+}
+
+#[test]
+fn duplicates_are_reported_and_never_overwrite() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let original = event("a", 1);
+    store.append(vec![original.clone()]).unwrap();
+
+    let mut changed = event("a", 2);
+    changed.input = "something else".into();
+    let mut twin = event("b", 3);
+    twin.input = "second b".into();
+    let got = store
+        .append(vec![changed, event("b", 3), twin, event("c", 4)])
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![duplicate("a"), accepted("b"), duplicate("b"), accepted("c")]
+    );
+    assert_eq!(store.get("a").unwrap().unwrap().event, original);
+    assert_eq!(store.get("b").unwrap().unwrap().event, event("b", 3));
+    assert_eq!(store.count(), 3);
+    assert_eq!(store.pending().unwrap(), vec!["a", "b", "c"]);
+    assert_eq!(store.stats().duplicates, 2);
+}
+
+#[test]
+fn concurrent_appends_share_flushes() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    let id = format!("t{t}-{i}");
+                    let got = store.append(vec![event(&id, now_ms())]).unwrap();
+                    assert_eq!(got, vec![accepted(&id)]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.count(), 4000);
+    for t in 0..8 {
+        for i in 0..500 {
+            assert!(store.get(&format!("t{t}-{i}")).unwrap().is_some());
+        }
+    }
+    let stats = store.stats();
+    assert_eq!(stats.requests, 4000);
+    assert_eq!(stats.appended, 4000);
+    assert_eq!(stats.flushes, stats.batches);
+    assert!(stats.flushes < stats.requests, "{stats:?}");
+}
+
+#[test]
+fn queued_appends_are_committed_in_few_batches() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (tx, rx) = mpsc::channel();
+    for i in 0..2000 {
+        let tx = tx.clone();
+        store.append_with(vec![event(&format!("e{i}"), i)], move |r| {
+            tx.send(r).unwrap();
+        });
+    }
+    drop(tx);
+    let replies: Vec<_> = rx.iter().collect();
+    assert_eq!(replies.len(), 2000);
+    assert!(replies.iter().all(|r| matches!(r, Ok(v) if v.len() == 1)));
+    let stats = store.stats();
+    assert!(stats.flushes * 10 < stats.requests, "{stats:?}");
+    assert_eq!(store.pending().unwrap().len(), 2000);
+}
+
+#[test]
+fn not_durable_never_flushes_per_batch() {
+    let dir = TempDir::new().unwrap();
+    let opts = StoreOptions {
+        durable: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    store.append(vec![event("x", 1)]).unwrap();
+    assert_eq!(store.stats().flushes, 0);
+    assert_eq!(store.stats().batches, 1);
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        let events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), 100 + i)).collect();
+        store.append(events).unwrap();
+        store
+            .complete("e3", outcome(Route::Review(target("triage", 7))))
+            .unwrap();
+        store.kv_set("p", "k", b"v", 100).unwrap();
+        store.meta_set("prompts", "support", b"tmpl").unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.count(), 10);
+    assert_eq!(store.pending().unwrap().len(), 9);
+    assert_eq!(
+        store.get("e3").unwrap().unwrap().status,
+        EventStatus::Processed
+    );
+    assert_eq!(store.queue_depths().unwrap()["triage"], 1);
+    assert_eq!(store.kv_get("p", "k").unwrap().unwrap(), b"v");
+    assert_eq!(store.kv_usage("p").unwrap(), 2);
+    assert_eq!(
+        store.meta_get("prompts", "support").unwrap().unwrap(),
+        b"tmpl"
+    );
+    // Arrival order continues after the events still pending.
+    store.append(vec![event("late", 1)]).unwrap();
+    assert_eq!(store.pending().unwrap().last().unwrap(), "late");
+    assert_eq!(
+        store.append(vec![event("e0", 1)]).unwrap(),
+        vec![duplicate("e0")]
+    );
+}
+
+#[test]
+fn complete_is_once_and_queues_label_and_review() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids = ["a", "b", "c", "d", "e", "f"];
+    store
+        .append(ids.iter().map(|id| event(id, 10)).collect())
+        .unwrap();
+    assert_eq!(store.pending().unwrap(), ids);
+
+    assert_eq!(
+        store.complete("a", outcome(Route::Accept)).unwrap(),
+        Completion::Completed { queue_item: None }
+    );
+    assert_eq!(
+        store
+            .complete("a", outcome(Route::Review(target("q", 1))))
+            .unwrap(),
+        Completion::AlreadyProcessed
+    );
+    let r = store.get("a").unwrap().unwrap();
+    assert_eq!(r.status, EventStatus::Processed);
+    assert_eq!(r.outcome.unwrap().route, Route::Accept);
+
+    let Completion::Completed {
+        queue_item: Some(item),
+    } = store
+        .complete("b", outcome(Route::Label(target("q", 10))))
+        .unwrap()
+    else {
+        panic!("expected a queue item");
+    };
+    assert_eq!(
+        (
+            item.queue.as_str(),
+            item.event_id.as_str(),
+            item.action.as_str()
+        ),
+        ("q", "b", "label")
+    );
+    store
+        .complete("c", outcome(Route::Review(target("q", 90))))
+        .unwrap();
+    store
+        .complete("d", outcome(Route::Label(target("q", 10))))
+        .unwrap();
+    store
+        .complete("e", outcome(Route::Review(target("other", 5))))
+        .unwrap();
+    store
+        .complete(
+            "f",
+            outcome(Route::Drop {
+                reason: "spam".into(),
+            }),
+        )
+        .unwrap();
+
+    assert!(store.pending().unwrap().is_empty());
+    let order: Vec<_> = store
+        .queue_items("q", 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.event_id)
+        .collect();
+    assert_eq!(order, ["c", "b", "d"]);
+    assert_eq!(store.queue_items("q", 1).unwrap().len(), 1);
+    assert!(store.queue_items("none", 10).unwrap().is_empty());
+    let depths = store.queue_depths().unwrap();
+    assert_eq!(
+        depths,
+        BTreeMap::from([("other".into(), 1), ("q".into(), 3)])
+    );
+
+    assert!(matches!(
+        store.complete("zzz", outcome(Route::Accept)),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.complete("a", outcome(Route::Label(target("bad\0q", 1)))),
+        Err(StoreError::InvalidName { .. })
+    ));
+}
+
+/// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.
+fn seeded() -> (TempDir, Store) {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let events = (0..250u64)
+        .map(|i| {
+            let mut e = event(&format!("e{i:03}"), 1000 + i);
+            if i % 5 == 0 {
+                e.feedback = Feedback::Rating {
+                    value: 2.0,
+                    scale: 5.0,
+                };
+            }
+            if i % 2 == 1 {
+                e.prompt = Some(PromptRef {
+                    name: "support".into(),
+                    version: "v2".into(),
+                });
+            }
+            e
+        })
+        .collect();
+    store.append(events).unwrap();
+    store
+        .complete("e010", outcome(Route::Review(target("triage", 1))))
+        .unwrap();
+    store
+        .complete("e020", outcome(Route::Label(target("gold", 1))))
+        .unwrap();
+    store.complete("e030", outcome(Route::Accept)).unwrap();
+    (dir, store)
+}
+
+fn ids(page: &Page) -> Vec<&str> {
+    page.events.iter().map(|r| r.event.id.as_str()).collect()
+}
+
+#[test]
+fn list_pages_newest_first() {
+    let (_dir, store) = seeded();
+    let all = EventFilter::default();
+    let p1 = store.list(&all, None, 100).unwrap();
+    assert_eq!(p1.events.len(), 100);
+    assert_eq!(p1.events[0].event.id, "e249");
+    // An append between pages does not disturb the next page.
+    store.append(vec![event("newer", 5000)]).unwrap();
+    let p2 = store.list(&all, p1.next_cursor.as_deref(), 100).unwrap();
+    assert_eq!(p2.events[0].event.id, "e149");
+    let p3 = store.list(&all, p2.next_cursor.as_deref(), 100).unwrap();
+    assert_eq!(p3.events.len(), 50);
+    assert_eq!(p3.events.last().unwrap().event.id, "e000");
+    assert_eq!(p3.next_cursor, None);
+    assert!(matches!(
+        store.list(&all, Some("not hex"), 10),
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+#[test]
+fn list_applies_each_filter() {
+    let (_dir, store) = seeded();
+    let count = |f: EventFilter| store.list(&f, None, 1000).unwrap().events.len();
+
+    let time = EventFilter {
+        from_ms: Some(1100),
+        to_ms: Some(1110),
+        ..Default::default()
+    };
+    let page = store.list(&time, None, 100).unwrap();
+    assert_eq!(ids(&page).first(), Some(&"e109"));
+    assert_eq!(ids(&page).last(), Some(&"e100"));
+    assert_eq!(page.events.len(), 10);
+
+    let v2 = EventFilter {
+        prompt_name: Some("support".into()),
+        prompt_version: Some("v2".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(v2), 125);
+    let other = EventFilter {
+        prompt_name: Some("other".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(other), 0);
+    let rating = EventFilter {
+        feedback: Some("rating".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(rating), 50);
+    let route = |r: &str| EventFilter {
+        route: Some(r.into()),
+        ..Default::default()
+    };
+    assert_eq!(count(route("pending")), 247);
+    assert_eq!(count(route("review")), 1);
+    assert_eq!(count(route("label")), 1);
+    assert_eq!(count(route("accept")), 1);
+    assert_eq!(count(route("drop")), 0);
+    assert!(matches!(
+        store.list(&route("maybe"), None, 10),
+        Err(StoreError::InvalidFilter { .. })
+    ));
+    let triage = EventFilter {
+        queue: Some("triage".into()),
+        ..Default::default()
+    };
+    let page = store.list(&triage, None, 10).unwrap();
+    assert_eq!(ids(&page), ["e010"]);
+
+    // Filters with cursors: 50 ratings in pages of 20.
+    let rating = EventFilter {
+        feedback: Some("rating".into()),
+        ..Default::default()
+    };
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&rating, cursor.as_deref(), 20).unwrap();
+        seen.extend(page.events.into_iter().map(|r| r.event.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 50);
+    assert_eq!(seen.first().unwrap(), "e245");
+    assert_eq!(seen.last().unwrap(), "e000");
+}
+
+#[test]
+fn scan_is_oldest_first_and_filtered() {
+    let (_dir, store) = seeded();
+    let f = EventFilter {
+        from_ms: Some(1240),
+        ..Default::default()
+    };
+    let got: Vec<_> = store.scan(&f).map(|r| r.unwrap().event.id).collect();
+    assert_eq!(got.len(), 10);
+    assert_eq!(got.first().unwrap(), "e240");
+    assert_eq!(got.last().unwrap(), "e249");
+    assert_eq!(store.scan(&EventFilter::default()).count(), 250);
+    let bad = EventFilter {
+        route: Some("nope".into()),
+        ..Default::default()
+    };
+    let inverted = EventFilter {
+        from_ms: Some(1200),
+        to_ms: Some(1100),
+        ..Default::default()
+    };
+    assert_eq!(store.scan(&inverted).count(), 0);
+    assert!(store.list(&inverted, None, 10).unwrap().events.is_empty());
+    let got: Vec<_> = store.scan(&bad).collect();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].is_err());
+}
+
+#[test]
+fn kv_enforces_quota_and_tracks_usage() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.kv_set("p", "key", b"12345", 10).unwrap(); // 3 + 5
+    assert_eq!(store.kv_usage("p").unwrap(), 8);
+    assert!(matches!(
+        store.kv_set("p", "k2", b"12", 10),
+        Err(KvError::QuotaExceeded { quota: 10 })
+    ));
+    assert_eq!(store.kv_get("p", "k2").unwrap(), None);
+    assert_eq!(store.kv_usage("p").unwrap(), 8);
+    // Overwrite counts the new value only.
+    store.kv_set("p", "key", b"1234567", 10).unwrap();
+    assert_eq!(store.kv_usage("p").unwrap(), 10);
+    store.kv_set("p", "key", b"1", 10).unwrap();
+    assert_eq!(store.kv_usage("p").unwrap(), 4);
+    store.kv_set("p", "k2", b"12", 10).unwrap();
+    assert_eq!(store.kv_usage("p").unwrap(), 8);
+    // Other plugins have their own usage.
+    store.kv_set("q", "key", b"1234567", 10).unwrap();
+    assert_eq!(store.kv_usage("q").unwrap(), 10);
+    assert_eq!(store.kv_usage("p").unwrap(), 8);
+
+    store.kv_delete("p", "key").unwrap();
+    store.kv_delete("p", "missing").unwrap();
+    assert_eq!(store.kv_usage("p").unwrap(), 4);
+    assert_eq!(store.kv_get("p", "key").unwrap(), None);
+    assert_eq!(
+        store.kv_snapshot("p").unwrap(),
+        vec![("k2".to_string(), b"12".to_vec())]
+    );
+    // A shrinking write is allowed even over a lowered quota.
+    store.kv_set("q", "key", b"12", 3).unwrap();
+    assert_eq!(store.kv_usage("q").unwrap(), 5);
+
+    assert!(matches!(
+        store.kv_set("p", "", b"x", 10),
+        Err(KvError::InvalidKey)
+    ));
+    assert!(matches!(
+        store.kv_set("a\0b", "k", b"x", 10),
+        Err(KvError::InvalidKey)
+    ));
+    let long = "k".repeat(kv::MAX_KV_KEY_BYTES + 1);
+    assert!(matches!(
+        store.kv_set("p", &long, b"", u64::MAX),
+        Err(KvError::InvalidKey)
+    ));
+}
+
+#[test]
+fn meta_trees_get_set_remove_and_scan() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.meta_set("plugins", "scorer/a", b"1").unwrap();
+    store.meta_set("plugins", "scorer/b", b"2").unwrap();
+    store.meta_set("plugins", "router/a", b"3").unwrap();
+    store.meta_set("prompts", "scorer/x", b"4").unwrap();
+    assert_eq!(
+        store.meta_get("plugins", "scorer/b").unwrap().unwrap(),
+        b"2"
+    );
+    let scorers = store.meta_scan_prefix("plugins", "scorer/").unwrap();
+    assert_eq!(
+        scorers,
+        vec![
+            ("scorer/a".to_string(), b"1".to_vec()),
+            ("scorer/b".to_string(), b"2".to_vec())
+        ]
+    );
+    assert!(store.meta_remove("plugins", "scorer/a").unwrap());
+    assert!(!store.meta_remove("plugins", "scorer/a").unwrap());
+    assert_eq!(store.meta_scan_prefix("plugins", "").unwrap().len(), 2);
+    assert!(store.meta_get("", "k").is_err());
+}
+
+#[test]
+fn last_handle_dropped_inside_a_reply_does_not_hang() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let (tx, rx) = mpsc::channel();
+    let held = store.clone();
+    store.append_with(vec![event("x", 1)], move |r| {
+        tx.send(r.map(|v| v.len())).unwrap();
+        drop(held);
+    });
+    drop(store);
+    assert_eq!(rx.recv().unwrap().unwrap(), 1);
+}

@@ -1,0 +1,79 @@
+//! Read-only plugin configuration: the `[config]` table of `plugin.toml`
+//! (WIT interface `config`).
+//!
+//! Values are always strings in the manifest; the typed helpers parse them
+//! and fall back to the caller's default (logging a warning) when a value is
+//! missing or malformed, because a typo in a manifest should degrade a
+//! policy, not break every call. On native targets the values come from
+//! [`testing::set_config`](crate::testing::set_config).
+
+use crate::log;
+
+/// The raw value for `key`, if the manifest sets it.
+pub fn get(key: &str) -> Option<String> {
+    #[cfg(target_family = "wasm")]
+    return crate::__private::bindings::flywheel::policy::config::get(key);
+    #[cfg(not(target_family = "wasm"))]
+    return crate::testing::fake_config_get(key);
+}
+
+/// Every key and value, sorted by key.
+///
+/// Why: for plugins whose config is open-ended (e.g. one entry per queue).
+pub fn entries() -> Vec<(String, String)> {
+    #[cfg(target_family = "wasm")]
+    return crate::__private::bindings::flywheel::policy::config::entries();
+    #[cfg(not(target_family = "wasm"))]
+    return crate::testing::fake_config_entries();
+}
+
+fn parsed<T>(key: &str, default: T, parse: impl FnOnce(&str) -> Option<T>) -> T {
+    match get(key) {
+        None => default,
+        Some(raw) => match parse(raw.trim()) {
+            Some(v) => v,
+            None => {
+                log::warn(&format!("config `{key}` = {raw:?} is not valid; using the default"));
+                default
+            }
+        },
+    }
+}
+
+/// `key` as a finite `f64`, or `default` if unset or not a finite number.
+pub fn get_f64(key: &str, default: f64) -> f64 {
+    parsed(key, default, |s| s.parse::<f64>().ok().filter(|v| v.is_finite()))
+}
+
+/// `key` as a `u64`, or `default` if unset or not a non-negative integer.
+pub fn get_u64(key: &str, default: u64) -> u64 {
+    parsed(key, default, |s| s.parse::<u64>().ok())
+}
+
+/// `key` as a boolean (`true/false`, `yes/no`, `on/off`, `1/0`, any case),
+/// or `default` if unset or unrecognised.
+pub fn get_bool(key: &str, default: bool) -> bool {
+    parsed(key, default, |s| match s.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    })
+}
+
+/// `key` as a comma-separated list (items trimmed, empty items skipped);
+/// `default` is written the same way and used when the key is unset.
+///
+/// Why a string default: it reads like the manifest value it stands for,
+/// e.g. `get_list("topics", "medical,legal,financial")`.
+pub fn get_list(key: &str, default: &str) -> Vec<String> {
+    split_list(get(key).as_deref().unwrap_or(default))
+}
+
+/// Split a comma-separated list the way [`get_list`] does.
+pub fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,918 @@
+//! Text helpers for the heuristics most policies need: words, sentences,
+//! numbers, capitalised names, a token set and a stable hash.
+//!
+//! Why these and why this way: a plugin call is short, and inside a guest the
+//! cost is dominated by allocation and hashing, not by the logic. So the
+//! iterators here borrow from the input (a word is only copied when it needs
+//! lower-casing), the token set is a sorted `Vec<u64>` of FNV-1a hashes
+//! searched by bisection (no SipHash `HashMap`, no per-token `String`), and
+//! everything is deterministic, so a replayed event gets the same result.
+//!
+//! "Lower-case" means ASCII lower-case throughout: cheap, locale-free, and
+//! enough for English lexicons. Non-ASCII letters still count as letters.
+
+use std::borrow::Cow;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// A deterministic 64-bit FNV-1a hash of `s`'s bytes.
+///
+/// Why: sampling decisions (e.g. "route 5% of traffic to QA") must be the
+/// same on every replay, host and version, which `std`'s randomly seeded
+/// hasher does not give. FNV-1a is tiny and fast on short strings like ids.
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes()
+        .fold(FNV_OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+}
+
+/// A deterministic number in `0.0..1.0` derived from `s`: [`stable_hash`]
+/// followed by the MurmurHash3 `fmix64` finaliser, top 53 bits.
+///
+/// Why: for sampling ("keep this event if `stable_fraction(id) < rate`").
+/// Raw FNV-1a is not uniform enough in its top bits for ids that differ
+/// only in their last characters (a sequence of ULIDs); the finaliser
+/// spreads every input bit over the whole word.
+pub fn stable_fraction(s: &str) -> f64 {
+    let mut h = stable_hash(s);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// FNV-1a of `s` ASCII-lower-cased on the fly, so `"Paris"` and `"paris"`
+/// hash alike without allocating a lower-case copy.
+///
+/// Why: the key of [`TokenSet`].
+pub fn token_hash(s: &str) -> u64 {
+    s.bytes().fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+    })
+}
+
+/// Whether `c` may appear inside a word.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric()
+}
+
+/// Whether `c` joins two word characters into one word (`don't`, `it’s`).
+fn is_joiner(c: char) -> bool {
+    c == '\'' || c == '\u{2019}'
+}
+
+/// An iterator over the words of a text, as slices of it in their original
+/// case. A word is a run of alphanumeric characters, with an apostrophe
+/// allowed between two of them (`didn't`); everything else separates words.
+///
+/// Why: the primitive under [`words`], [`word_count`] and [`names`]; it never
+/// allocates.
+#[derive(Debug, Clone)]
+pub struct RawWords<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// The words of `text` in their original case (see [`RawWords`]).
+pub fn raw_words(text: &str) -> RawWords<'_> {
+    RawWords { text, pos: 0 }
+}
+
+impl<'a> RawWords<'a> {
+    /// The next word with its byte offset in the text.
+    ///
+    /// Why: callers that need positions (e.g. "is this word at the start of
+    /// a sentence?") get them without a second scan.
+    pub fn next_with_offset(&mut self) -> Option<(usize, &'a str)> {
+        let rest = &self.text[self.pos..];
+        let start = self.pos + rest.find(is_word_char)?;
+        let mut end = start;
+        let mut chars = self.text[start..].char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if is_word_char(c) {
+                end = start + i + c.len_utf8();
+            } else if is_joiner(c) && chars.peek().is_some_and(|&(_, n)| is_word_char(n)) {
+                continue;
+            } else {
+                break;
+            }
+        }
+        self.pos = end;
+        Some((start, &self.text[start..end]))
+    }
+}
+
+impl<'a> Iterator for RawWords<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.next_with_offset().map(|(_, w)| w)
+    }
+}
+
+/// An iterator over the ASCII-lower-cased words of a text (see
+/// [`RawWords`] for what a word is).
+///
+/// Why `Cow`: a word already in lower case (most of them) is borrowed from
+/// the text; only words with upper-case letters are copied.
+#[derive(Debug, Clone)]
+pub struct Words<'a> {
+    inner: RawWords<'a>,
+}
+
+/// The ASCII-lower-cased words of `text` (see [`Words`]).
+pub fn words(text: &str) -> Words<'_> {
+    Words { inner: raw_words(text) }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        self.inner.next().map(lowercase)
+    }
+}
+
+/// `word` in ASCII lower case, borrowed when it already is.
+pub fn lowercase(word: &str) -> Cow<'_, str> {
+    if word.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(word.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(word)
+    }
+}
+
+/// `text` in ASCII lower case with typographic apostrophes and quotes
+/// (`’ ‘ “ ”`) replaced by ASCII ones.
+///
+/// Why: phrase lexicons are written in plain ASCII (`didn't`); normalise a
+/// text once, then run every [`has_phrase`] over the copy.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        out.push(match c {
+            '\u{2018}' | '\u{2019}' => '\'',
+            '\u{201c}' | '\u{201d}' => '"',
+            c => c.to_ascii_lowercase(),
+        });
+    }
+    out
+}
+
+/// The number of words in `text` (see [`RawWords`]).
+///
+/// Why: length budgets ("at most 60 words") are counted in words.
+pub fn word_count(text: &str) -> usize {
+    raw_words(text).count()
+}
+
+/// Common English function words, sorted (for bisection), lower case.
+const STOPWORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "aren't",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "can't",
+    "cannot",
+    "could",
+    "couldn't",
+    "did",
+    "didn't",
+    "do",
+    "does",
+    "doesn't",
+    "doing",
+    "don't",
+    "down",
+    "during",
+    "e.g",
+    "each",
+    "etc",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "hadn't",
+    "has",
+    "hasn't",
+    "have",
+    "haven't",
+    "having",
+    "he",
+    "he'd",
+    "he'll",
+    "he's",
+    "her",
+    "here",
+    "here's",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "how's",
+    "however",
+    "i",
+    "i'd",
+    "i'll",
+    "i'm",
+    "i've",
+    "i.e",
+    "if",
+    "in",
+    "into",
+    "is",
+    "isn't",
+    "it",
+    "it's",
+    "its",
+    "itself",
+    "just",
+    "let's",
+    "may",
+    "me",
+    "might",
+    "more",
+    "most",
+    "must",
+    "mustn't",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "ought",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "per",
+    "same",
+    "shall",
+    "shan't",
+    "she",
+    "she'd",
+    "she'll",
+    "she's",
+    "should",
+    "shouldn't",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "that's",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "there's",
+    "these",
+    "they",
+    "they'd",
+    "they'll",
+    "they're",
+    "they've",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "very",
+    "via",
+    "was",
+    "wasn't",
+    "we",
+    "we'd",
+    "we'll",
+    "we're",
+    "we've",
+    "were",
+    "weren't",
+    "what",
+    "what's",
+    "when",
+    "when's",
+    "where",
+    "where's",
+    "which",
+    "while",
+    "who",
+    "who's",
+    "whom",
+    "why",
+    "why's",
+    "will",
+    "with",
+    "won't",
+    "would",
+    "wouldn't",
+    "yes",
+    "yet",
+    "you",
+    "you'd",
+    "you'll",
+    "you're",
+    "you've",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+];
+
+/// Whether `word` (lower case) is a common English function word ("the",
+/// "is", "didn't", ...).
+///
+/// Why: overlap heuristics should compare content words; function words
+/// match any text and would inflate every overlap.
+pub fn is_stopword(word: &str) -> bool {
+    STOPWORDS.binary_search(&word).is_ok()
+}
+
+/// The lower-cased content words of `text`: words that are not stopwords,
+/// contain a letter and are at least two bytes long.
+///
+/// Why: the unit of "is this claim supported by that text" heuristics;
+/// bare numbers are left out because [`numbers`] treats them precisely.
+pub fn content_words(text: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    words(text).filter(|w| w.len() >= 2 && !is_stopword(w) && w.chars().any(char::is_alphabetic))
+}
+
+/// A crude, allocation-free English stemmer: strips a plural (`-s`, `-es`,
+/// `-ies`), then `-ing`/`-ed`/`-ly`, then a final `-e`/`-y`, never leaving
+/// fewer than three bytes. Input should be lower case.
+///
+/// Why: so that "notes", "noted" and "note" match when comparing an answer
+/// with its sources. It is only ever used on both sides of a comparison, so
+/// the stems need to agree with each other, not to be real words.
+pub fn light_stem(word: &str) -> &str {
+    fn long(s: &&str) -> bool {
+        s.len() >= 3
+    }
+    let mut w = word.strip_suffix("'s").unwrap_or(word);
+    if let Some(s) = w.strip_suffix("ies").filter(long) {
+        w = s;
+    } else if let Some(s) = w
+        .strip_suffix("es")
+        .filter(|s| long(s) && (s.ends_with(['s', 'x', 'z']) || s.ends_with("ch") || s.ends_with("sh")))
+    {
+        w = s;
+    } else if let Some(s) = w.strip_suffix('s').filter(|s| long(s) && !s.ends_with(['s', 'u', 'i'])) {
+        w = s;
+    }
+    if let Some(s) = w
+        .strip_suffix("ing")
+        .or_else(|| w.strip_suffix("ed"))
+        .or_else(|| w.strip_suffix("ly"))
+        .filter(long)
+    {
+        w = s;
+    }
+    if let Some(s) = w.strip_suffix(['e', 'y']).filter(long) {
+        w = s;
+    }
+    w
+}
+
+/// A set of words, compared ASCII-case-insensitively: a sorted `Vec` of
+/// [`token_hash`]es searched by bisection.
+///
+/// Why: membership tests over a context of a few thousand words are the hot
+/// loop of overlap heuristics; this needs one allocation for the whole set
+/// and no per-word `String` or SipHash. Two different words could share a
+/// 64-bit hash; at these sizes the odds are negligible (about 1 in 10^12).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSet {
+    hashes: Vec<u64>,
+}
+
+impl TokenSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The set of all words of `text` (see [`RawWords`]).
+    pub fn from_text(text: &str) -> Self {
+        raw_words(text).collect()
+    }
+
+    /// Add every word of `text`.
+    pub fn extend_text(&mut self, text: &str) {
+        self.extend(raw_words(text));
+    }
+
+    /// Add one word.
+    ///
+    /// Why it is O(n): it keeps the vector sorted; to add many words at once
+    /// use [`extend`](Extend::extend) or `collect`, which sort once.
+    pub fn insert(&mut self, word: &str) {
+        let h = token_hash(word);
+        if let Err(i) = self.hashes.binary_search(&h) {
+            self.hashes.insert(i, h);
+        }
+    }
+
+    /// Add every word of `text`, lower-cased and passed through `map` first
+    /// (e.g. [`light_stem`]).
+    ///
+    /// Why: normalising words on the way in without allocating a `String`
+    /// per word; probe with the same `map` applied to the query.
+    pub fn extend_mapped(&mut self, text: &str, map: impl Fn(&str) -> &str) {
+        self.hashes.extend(words(text).map(|w| token_hash(map(&w))));
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+    }
+
+    /// Whether `word` (in any ASCII case) is in the set.
+    pub fn contains(&self, word: &str) -> bool {
+        self.hashes.binary_search(&token_hash(word)).is_ok()
+    }
+
+    /// The number of distinct words.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+}
+
+impl<S: AsRef<str>> Extend<S> for TokenSet {
+    fn extend<I: IntoIterator<Item = S>>(&mut self, iter: I) {
+        self.hashes.extend(iter.into_iter().map(|w| token_hash(w.as_ref())));
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for TokenSet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut set = TokenSet::new();
+        set.extend(iter);
+        set
+    }
+}
+
+/// Whether `haystack` contains `phrase` as whole words. Both must already
+/// be lower case (see [`normalize`]). A trailing `*` in `phrase` makes its
+/// last word a prefix (`"hallucinat*"` matches "hallucinated").
+///
+/// Why whole words: lexicon terms are short ("sue", "mg", "stock") and would
+/// otherwise match inside "issue", "among", "Stockholm".
+pub fn has_phrase(haystack: &str, phrase: &str) -> bool {
+    let (needle, prefix) = match phrase.strip_suffix('*') {
+        Some(n) => (n, true),
+        None => (phrase, false),
+    };
+    if needle.is_empty() {
+        return false;
+    }
+    let bytes = haystack.as_bytes();
+    let boundary = |i: usize, before: bool| -> bool {
+        let c = if before {
+            haystack[..i].chars().next_back()
+        } else {
+            haystack[i..].chars().next()
+        };
+        c.is_none_or(|c| !is_word_char(c))
+    };
+    haystack.match_indices(needle).any(|(i, _)| {
+        let end = i + needle.len();
+        let starts_ok = !needle.starts_with(is_word_char) || boundary(i, true);
+        let ends_ok = prefix || !needle.ends_with(is_word_char) || end == bytes.len() || boundary(end, false);
+        starts_ok && ends_ok
+    })
+}
+
+/// The first phrase of `phrases` found in `haystack` (see [`has_phrase`]).
+///
+/// Why: lexicon checks want to report *which* term matched.
+pub fn find_phrase<'p>(haystack: &str, phrases: &[&'p str]) -> Option<&'p str> {
+    phrases.iter().copied().find(|p| has_phrase(haystack, p))
+}
+
+/// An iterator over the sentences of a text, as trimmed slices of it.
+///
+/// A sentence ends at `.`, `!` or `?` (plus closing quotes or brackets)
+/// followed by white space or the end of the text, or at a line break. A
+/// period after a common abbreviation (`Dr.`, `e.g.`) or a single capital
+/// (an initial, `J. Smith`) does not end one, nor does one inside a number
+/// (`3.5`).
+///
+/// Why line breaks: LLM answers are full of bullet lists whose items carry
+/// no final period.
+#[derive(Debug, Clone)]
+pub struct Sentences<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// The sentences of `text` (see [`Sentences`]).
+pub fn sentences(text: &str) -> Sentences<'_> {
+    Sentences { text, pos: 0 }
+}
+
+const ABBREVIATIONS: &[&str] = &[
+    "approx", "cf", "dr", "e.g", "fig", "i.e", "jr", "mr", "mrs", "ms", "no", "prof", "sr", "st", "vs",
+];
+
+fn ends_with_abbreviation(before: &str) -> bool {
+    let last = before
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '.'))
+        .next()
+        .unwrap_or("");
+    let last = last.trim_start_matches('.');
+    if last.len() == 1 && last.bytes().all(|b| b.is_ascii_uppercase()) {
+        return true;
+    }
+    last.len() <= 6 && ABBREVIATIONS.iter().any(|a| a.eq_ignore_ascii_case(last))
+}
+
+impl<'a> Iterator for Sentences<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        while self.pos < bytes.len() {
+            let start = self.pos;
+            let mut i = start;
+            let (end, next) = loop {
+                if i >= bytes.len() {
+                    break (bytes.len(), bytes.len());
+                }
+                match bytes[i] {
+                    b'\n' => break (i, i + 1),
+                    b'.' | b'!' | b'?' => {
+                        let mut j = i + 1;
+                        while j < bytes.len() && matches!(bytes[j], b'.' | b'!' | b'?') {
+                            j += 1;
+                        }
+                        let single_period = bytes[i] == b'.' && j == i + 1;
+                        let rest = &self.text[j..];
+                        let closers = rest.len()
+                            - rest
+                                .trim_start_matches(['"', '\'', ')', ']', '\u{2019}', '\u{201d}'])
+                                .len();
+                        j += closers;
+                        let at_boundary = j >= bytes.len() || self.text[j..].starts_with(char::is_whitespace);
+                        if at_boundary && !(single_period && ends_with_abbreviation(&self.text[start..i])) {
+                            break (j, j);
+                        }
+                        i = j;
+                    }
+                    _ => i += 1,
+                }
+            };
+            self.pos = next;
+            let sentence = self.text[start..end].trim();
+            if !sentence.is_empty() {
+                return Some(sentence);
+            }
+        }
+        None
+    }
+}
+
+/// A number found in a text by [`numbers`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Number<'a> {
+    /// The number as written, e.g. `1,200`, `3.5` or `42%`.
+    pub text: &'a str,
+    /// Its value, thousands separators removed (`1,200` → 1200.0; the `%`
+    /// is not applied: `42%` → 42.0).
+    pub value: f64,
+    /// Whether it was written as a percentage.
+    pub percent: bool,
+}
+
+impl Number<'_> {
+    /// Whether two numbers denote the same quantity, whatever their
+    /// formatting (`1,200` and `1200`, `42%` and `42`).
+    ///
+    /// Why: an answer restating a number from its source in another format
+    /// is still supported by it.
+    pub fn same_value(&self, other: &Number<'_>) -> bool {
+        (self.value - other.value).abs() <= 1e-9 * self.value.abs().max(1.0)
+    }
+}
+
+/// An iterator over the numbers of a text: digits with optional `,`
+/// thousands groups (`1,200`), an optional decimal part (`3.5`) and an
+/// optional `%`. A unit may follow (`500mg`, `3x`).
+///
+/// Digits that are part of a word or identifier (`gpt4`, `v1.2`, `gpt-4o`,
+/// the `01` of `2024-01-15`) and dotted runs such as versions and IP
+/// addresses (`1.2.3`, `10.0.0.1`) are not numbers.
+///
+/// Why: numbers are the claims an LLM most often gets wrong and the easiest
+/// to check against a source.
+#[derive(Debug, Clone)]
+pub struct Numbers<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// The numbers of `text` (see [`Numbers`]).
+pub fn numbers(text: &str) -> Numbers<'_> {
+    Numbers { text, pos: 0 }
+}
+
+fn digits_from(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+impl<'a> Iterator for Numbers<'a> {
+    type Item = Number<'a>;
+
+    fn next(&mut self) -> Option<Number<'a>> {
+        let bytes = self.text.as_bytes();
+        let is_alnum = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        while self.pos < bytes.len() {
+            let start = self.pos + bytes[self.pos..].iter().position(u8::is_ascii_digit)?;
+            // Part of a word or identifier? Skip the whole alphanumeric run.
+            let glued = start > 0 && {
+                let p = bytes[start - 1];
+                is_alnum(p) || (matches!(p, b'.' | b'-') && start > 1 && is_alnum(bytes[start - 2]))
+            };
+            if glued {
+                self.pos = start
+                    + bytes[start..]
+                        .iter()
+                        .position(|&b| !is_alnum(b))
+                        .unwrap_or(bytes.len() - start);
+                continue;
+            }
+            let int_end = digits_from(bytes, start);
+            let mut end = int_end;
+            // Thousands groups: exactly three digits after each comma.
+            if int_end - start <= 3 {
+                while bytes.get(end) == Some(&b',') && digits_from(bytes, end + 1) == end + 4 {
+                    end += 4;
+                }
+            }
+            if end + 1 < bytes.len() && bytes[end] == b'.' && bytes[end + 1].is_ascii_digit() {
+                end = digits_from(bytes, end + 1);
+                if end + 1 < bytes.len() && bytes[end] == b'.' && bytes[end + 1].is_ascii_digit() {
+                    // A version or an address: `1.2.3`, `10.0.0.1`.
+                    self.pos = end
+                        + bytes[end..]
+                            .iter()
+                            .position(|&b| !(b == b'.' || b.is_ascii_digit()))
+                            .unwrap_or(bytes.len() - end);
+                    continue;
+                }
+            }
+            let percent = bytes.get(end) == Some(&b'%');
+            let raw = &self.text[start..end];
+            self.pos = if percent { end + 1 } else { end };
+            let value = raw
+                .bytes()
+                .filter(|&b| b != b',')
+                .map(char::from)
+                .collect::<String>()
+                .parse::<f64>();
+            let Ok(value) = value else { continue };
+            let text = if percent { &self.text[start..=end] } else { raw };
+            return Some(Number { text, value, percent });
+        }
+        None
+    }
+}
+
+/// The capitalised names of a text: runs of capitalised words that do not
+/// start a sentence (so "The report by Marie Curie" gives `Marie Curie`),
+/// as slices of the text, in order, with repeats. The pronoun `I` (and
+/// `I'm`, `I've` ...) is not a name.
+///
+/// Why: proper names are, with numbers, the claims most worth checking
+/// against a source. Skipping sentence starts trades missing a name that
+/// opens a sentence for not flagging every ordinary first word.
+pub fn names(text: &str) -> Vec<&str> {
+    let base = text.as_ptr() as usize;
+    let mut out: Vec<&str> = Vec::new();
+    for sentence in sentences(text) {
+        let offset = sentence.as_ptr() as usize - base;
+        let mut it = raw_words(sentence);
+        let mut first = true;
+        // (start, end) in `text` of the name being built.
+        let mut current: Option<(usize, usize)> = None;
+        while let Some((pos, word)) = it.next_with_offset() {
+            let capitalised = word.chars().next().is_some_and(char::is_uppercase)
+                && word != "I"
+                && !word.starts_with("I'")
+                && !word.starts_with("I\u{2019}");
+            let (start, end) = (offset + pos, offset + pos + word.len());
+            if capitalised && !first {
+                current = match current {
+                    Some((s, e)) if text[e..start].bytes().all(|b| b == b' ') && start - e == 1 => Some((s, end)),
+                    Some((s, e)) => {
+                        out.push(&text[s..e]);
+                        Some((start, end))
+                    }
+                    None => Some((start, end)),
+                };
+            } else if let Some((s, e)) = current.take() {
+                out.push(&text[s..e]);
+            }
+            first = false;
+        }
+        if let Some((s, e)) = current {
+            out.push(&text[s..e]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopwords_are_sorted_and_unique() {
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]), "STOPWORDS must stay sorted");
+        assert!(is_stopword("the") && is_stopword("didn't") && !is_stopword("paris"));
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(token_hash("FooBar"), stable_hash("foobar"));
+        let n = (0..10_000)
+            .filter(|i| stable_fraction(&format!("01J{i:023}")) < 0.1)
+            .count();
+        assert!((900..1100).contains(&n), "{n}");
+        assert!((0.0..1.0).contains(&stable_fraction("")));
+    }
+
+    #[test]
+    fn words_lowercase_and_borrow() {
+        let text = "Don't PANIC: it’s 42, gpt-4o says. Ünïcode ok";
+        let w: Vec<_> = words(text).collect();
+        assert_eq!(
+            w,
+            ["don't", "panic", "it’s", "42", "gpt", "4o", "says", "Ünïcode", "ok"]
+        );
+        assert!(matches!(w[1], Cow::Owned(_)));
+        assert!(matches!(w[6], Cow::Borrowed(_)));
+        assert_eq!(word_count(text), 9);
+        assert_eq!(word_count("  "), 0);
+        assert_eq!(words("trailing' 'quote").collect::<Vec<_>>(), ["trailing", "quote"]);
+    }
+
+    #[test]
+    fn content_words_skip_stopwords_and_numbers() {
+        let w: Vec<_> = content_words("The Eiffel Tower is 330 metres tall, and it is in Paris.").collect();
+        assert_eq!(w, ["eiffel", "tower", "metres", "tall", "paris"]);
+    }
+
+    #[test]
+    fn stems_agree() {
+        for (a, b) in [
+            ("notes", "note"),
+            ("noted", "note"),
+            ("studies", "study"),
+            ("cases", "case"),
+            ("boxes", "box"),
+        ] {
+            assert_eq!(light_stem(a), light_stem(b), "{a} vs {b}");
+        }
+        assert_eq!(light_stem("class"), "class");
+        assert_eq!(light_stem("is"), "is");
+        assert_eq!(light_stem("paris's"), "paris");
+    }
+
+    #[test]
+    fn token_set_is_case_insensitive() {
+        let mut set = TokenSet::from_text("Marie Curie won the Nobel prize twice; Curie again.");
+        assert_eq!(set.len(), 8);
+        assert!(set.contains("curie") && set.contains("NOBEL") && !set.contains("einstein"));
+        set.insert("Einstein");
+        set.insert("einstein");
+        assert!(set.contains("einstein"));
+        assert_eq!(set.len(), 9);
+        let stems: TokenSet = content_words("running notes")
+            .map(|w| light_stem(&w).to_owned())
+            .collect();
+        assert!(stems.contains(light_stem("note")));
+        let mut mapped = TokenSet::new();
+        mapped.extend_mapped("Studies NOTED", light_stem);
+        assert!(mapped.contains(light_stem("study")) && mapped.contains(light_stem("notes")));
+    }
+
+    #[test]
+    fn phrases_match_whole_words() {
+        let t = normalize("This ISSUE is among the things you didn’t follow; she hallucinated.");
+        assert!(!has_phrase(&t, "sue"));
+        assert!(!has_phrase(&t, "mg"));
+        assert!(has_phrase(&t, "didn't follow"));
+        assert!(has_phrase(&t, "hallucinat*"));
+        assert!(!has_phrase(&t, "hallucinat"));
+        assert!(has_phrase("tl;dr", "tl;dr"));
+        assert_eq!(find_phrase(&t, &["nope", "issue"]), Some("issue"));
+    }
+
+    #[test]
+    fn sentence_splitting() {
+        let text = "Dr. Smith paid $3.5 million (approx.) in 2020! Was it J. K. Rowling? Yes.\n- bullet one\n- bullet two\n\n\"Quoted.\" Next";
+        let s: Vec<_> = sentences(text).collect();
+        assert_eq!(
+            s,
+            [
+                "Dr. Smith paid $3.5 million (approx.) in 2020!",
+                "Was it J. K. Rowling?",
+                "Yes.",
+                "- bullet one",
+                "- bullet two",
+                "\"Quoted.\"",
+                "Next"
+            ]
+        );
+        assert_eq!(sentences("").count(), 0);
+        assert_eq!(
+            sentences("e.g. this. Then that").collect::<Vec<_>>(),
+            ["e.g. this.", "Then that"]
+        );
+    }
+
+    #[test]
+    fn number_extraction() {
+        let text = "Revenue grew 42% to $1,200 (3.5x) in 2024-01-15, per gpt-4o and v1.2; ip 10.0.0.1, dose 500mg, list 1,2,3 and 12,3456.";
+        let n: Vec<_> = numbers(text).map(|n| (n.text, n.value, n.percent)).collect();
+        assert_eq!(
+            n,
+            [
+                ("42%", 42.0, true),
+                ("1,200", 1200.0, false),
+                ("3.5", 3.5, false),
+                ("2024", 2024.0, false),
+                ("500", 500.0, false),
+                ("1", 1.0, false),
+                ("2", 2.0, false),
+                ("3", 3.0, false),
+                ("12", 12.0, false),
+                ("3456", 3456.0, false),
+            ]
+        );
+        let a = numbers("1,200").next().unwrap();
+        let b = numbers("1200 units").next().unwrap();
+        assert!(a.same_value(&b));
+        assert_eq!(numbers("end 1,000").map(|n| n.value).collect::<Vec<_>>(), [1000.0]);
+    }
+
+    #[test]
+    fn name_extraction() {
+        let text = "The prize went to Marie Curie and Pierre. I think I'm right.\nParis is nice, says Le Monde.";
+        assert_eq!(names(text), ["Marie Curie", "Pierre", "Le Monde"]);
+        assert!(names("all lower case here. Start only.").is_empty());
+    }
+}
