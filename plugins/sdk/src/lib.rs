@@ -135,6 +135,7 @@ macro_rules! export_scorer {
             struct __FlywheelExport;
             impl __flywheel_bindings::Guest for __FlywheelExport {
                 fn score(event: $crate::Event) -> Result<Vec<$crate::Score>, String> {
+                    $crate::__private::install_panic_hook();
                     <$plugin as $crate::Scorer>::score(event)
                 }
             }
@@ -163,6 +164,7 @@ macro_rules! export_router {
             struct __FlywheelExport;
             impl __flywheel_bindings::Guest for __FlywheelExport {
                 fn route(event: $crate::Event, scores: Vec<$crate::Score>) -> Result<$crate::Route, String> {
+                    $crate::__private::install_panic_hook();
                     <$plugin as $crate::Router>::route(event, scores)
                 }
             }
@@ -195,6 +197,7 @@ macro_rules! export_refiner {
                     prompt: $crate::Prompt,
                     failures: Vec<$crate::Event>,
                 ) -> Result<Option<$crate::Proposal>, String> {
+                    $crate::__private::install_panic_hook();
                     <$plugin as $crate::Refiner>::refine(prompt, failures)
                 }
             }
@@ -207,6 +210,18 @@ macro_rules! export_refiner {
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;
+
+    /// Route panic messages through the host's `log` (at error level) before the
+    /// guest aborts, so the host can say *why* a plugin trapped instead of only
+    /// "unreachable". Installed on the first call of each instance; cheap after that.
+    pub fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                crate::log::error(&format!("panic: {info}"));
+            }));
+        });
+    }
 
     /// Types and host imports, generated once here and shared (through
     /// `with`) by the export half that each plugin crate generates.
