@@ -336,7 +336,7 @@ fn compiled_components_are_cached_on_disk_and_reused() {
         .expect("entry")
         .expect("entry")
         .file_name();
-    assert!(name.to_string_lossy().starts_with(&p.id().hash), "keyed by content hash: {name:?}");
+    assert!(name.to_string_lossy().starts_with(p.component_hash()), "keyed by content hash: {name:?}");
 
     let second = Runtime::new(options()).expect("runtime");
     let p2 = second

@@ -210,7 +210,8 @@ pub struct PluginRef {
     pub name: String,
     /// The manifest's version string, for people.
     pub version: String,
-    /// BLAKE3 of the component's bytes, hex: the identity that matters.
+    /// BLAKE3 of the component's bytes and its manifest, hex: the identity of a
+    /// version (the same code with another config is another version).
     pub hash: String,
 }
 
@@ -314,6 +315,29 @@ pub struct Outcome {
     pub plugins: Vec<PluginRef>,
     /// When processing finished, in milliseconds since the Unix epoch.
     pub processed_at: u64,
+    /// What shadow candidates would have decided: recorded, never routed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowRun>,
+}
+
+/// One shadow candidate's view of an event: the scores and votes it changed and the
+/// route the pipeline would have taken with it instead of the live version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRun {
+    pub candidate: PluginRef,
+    /// The live version it runs beside, if the plugin has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<PluginRef>,
+    /// The candidate's own scores (for a scorer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<Score>,
+    /// Every vote with the candidate in place.
+    pub votes: Vec<Vote>,
+    pub route: Route,
+    /// Whether `route` equals the live route.
+    pub agrees: bool,
+    /// The calls the shadow run made (the candidate's, and routers' re-runs).
+    pub calls: Vec<CallRecord>,
 }
 
 /// An event together with what the pipeline made of it (if it has run yet).
@@ -325,6 +349,94 @@ pub struct EventRecord {
     pub status: EventStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// People's reviews from the queues, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviews: Vec<Review>,
+    /// The answer the event should have had, derived by [`Correction::effective`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
+}
+
+/// A reviewer's decision on a queued answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    /// The wire name, used in audit entries and stats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+/// A person's review of a queued answer. Stored with the event too: a review is feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub queue: String,
+    pub item_id: String,
+    /// Who reviewed: the token's name.
+    pub reviewer: String,
+    pub verdict: Verdict,
+    /// 1 ..= 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The answer the model should have given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub reviewed_at: u64,
+}
+
+/// Who supplied an event's correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionSource {
+    /// A reviewer, on a queue.
+    Review,
+    /// The user, as `correction` feedback.
+    Feedback,
+}
+
+/// The better answer for an event, whoever gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    pub text: String,
+    pub source: CorrectionSource,
+    /// The reviewer, when `source` is `review`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
+}
+
+impl Correction {
+    /// The latest reviewer's correction, else the user's own correction feedback.
+    pub fn effective(event: &Event, reviews: &[Review]) -> Option<Correction> {
+        let reviewed = reviews.iter().rev().find_map(|r| {
+            let text = r.corrected_output.as_ref()?;
+            Some(Correction {
+                text: text.clone(),
+                source: CorrectionSource::Review,
+                reviewer: Some(r.reviewer.clone()),
+            })
+        });
+        reviewed.or_else(|| match &event.feedback {
+            Feedback::Correction { text } => Some(Correction {
+                text: text.clone(),
+                source: CorrectionSource::Feedback,
+                reviewer: None,
+            }),
+            _ => None,
+        })
+    }
 }
 
 /// Whether the pipeline has processed an event yet.

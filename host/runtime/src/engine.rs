@@ -183,8 +183,9 @@ impl Runtime {
         kv: Arc<dyn KvBackend>,
     ) -> Result<Plugin, LoadError> {
         manifest.validate()?;
-        let hash = blake3::hash(wasm).to_hex().to_string();
-        let component = self.compile(&hash, wasm)?;
+        let component_hash = blake3::hash(wasm).to_hex().to_string();
+        let hash = version_hash(wasm, &manifest);
+        let component = self.compile(&component_hash, wasm)?;
         check_world(&self.inner.engine, &component, manifest.kind)?;
 
         let pre = self
@@ -217,6 +218,7 @@ impl Runtime {
             shared,
             kind_pre,
             self.inner.options.fresh_instance_per_call,
+            component_hash,
         ))
     }
 
@@ -296,6 +298,19 @@ impl Runtime {
             .insert(hash.to_string(), component.clone());
         Ok(component)
     }
+}
+
+/// The identity of a plugin version: BLAKE3 over the component's bytes and its
+/// manifest, so that the same code with another config or limits is another version,
+/// and the same bytes with the same manifest are always the same one.
+pub fn version_hash(wasm: &[u8], manifest: &Manifest) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(wasm);
+    hasher.update(b"\0flywheel-manifest\0");
+    // A manifest always serializes; fall back to its debug form rather than panic.
+    let text = serde_json::to_string(manifest).unwrap_or_else(|_| format!("{manifest:?}"));
+    hasher.update(text.as_bytes());
+    hasher.finalize().to_hex().to_string()
 }
 
 /// Read a precompiled artifact back.

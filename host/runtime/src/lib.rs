@@ -10,9 +10,9 @@ mod host;
 mod plugin;
 
 pub use bindings::{PreparedEvent, PreparedScores};
-pub use engine::{Runtime, RuntimeOptions};
+pub use engine::{Runtime, RuntimeOptions, version_hash};
 pub use error::{LoadError, PluginFailure, RuntimeError};
 pub use host::LogLine;
 pub use kv::{KvBackend, KvFailure, MemoryKv};
 pub use manifest::{Limits, Manifest};
-pub use plugin::{CallOutcome, Plugin, PluginCounters};
+pub use plugin::{CallOutcome, Plugin, PluginCounters, PluginStats};

@@ -56,12 +56,104 @@ pub struct CallOutcome<T> {
     pub logs: Vec<LogLine>,
 }
 
-/// Call counters for one plugin version, read by metrics and `GET /v1/plugins`.
+/// Latency buckets: bucket `i` holds calls that took under `2^i` microseconds.
+const LATENCY_BUCKETS: usize = 32;
+
+/// Call counters for one plugin version, read by `GET /v1/plugins` and quarantine.
+/// Plain atomics: updating them costs a few nanoseconds per call.
 #[derive(Debug, Default)]
 pub struct PluginCounters {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub instantiations: AtomicU64,
+    /// Failures since the last success: what quarantine counts.
+    pub consecutive_failures: AtomicU64,
+    errors_by_class: [AtomicU64; 6],
+    latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+fn class_index(class: ErrorClass) -> usize {
+    match class {
+        ErrorClass::Timeout => 0,
+        ErrorClass::OutOfMemory => 1,
+        ErrorClass::Trap => 2,
+        ErrorClass::PluginError => 3,
+        ErrorClass::InvalidResult => 4,
+        ErrorClass::Unavailable => 5,
+    }
+}
+
+const CLASSES: [ErrorClass; 6] = [
+    ErrorClass::Timeout,
+    ErrorClass::OutOfMemory,
+    ErrorClass::Trap,
+    ErrorClass::PluginError,
+    ErrorClass::InvalidResult,
+    ErrorClass::Unavailable,
+];
+
+/// A snapshot of a plugin version's counters, for people.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PluginStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub errors_by_class: std::collections::BTreeMap<&'static str, u64>,
+    pub consecutive_failures: u64,
+    pub instantiations: u64,
+    /// Upper bound of the bucket holding the median call, in microseconds.
+    pub p50_us: Option<u64>,
+    /// Upper bound of the bucket holding the 99th-percentile call, in microseconds.
+    pub p99_us: Option<u64>,
+}
+
+impl PluginCounters {
+    fn observe(&self, duration: Duration, failure: Option<ErrorClass>) {
+        let micros = duration.as_micros().max(1) as u64;
+        let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        match failure {
+            Some(class) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.errors_by_class[class_index(class)].fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            None => self.consecutive_failures.store(0, Ordering::Relaxed),
+        }
+    }
+
+    fn percentile(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(1u64 << i);
+            }
+        }
+        None
+    }
+
+    /// What the counters say now.
+    pub fn snapshot(&self) -> PluginStats {
+        PluginStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            errors_by_class: CLASSES
+                .iter()
+                .map(|c| (c.as_str(), self.errors_by_class[class_index(*c)].load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            instantiations: self.instantiations.load(Ordering::Relaxed),
+            p50_us: self.percentile(0.5),
+            p99_us: self.percentile(0.99),
+        }
+    }
 }
 
 /// One loaded, checked plugin version, ready to be called from any thread.
@@ -73,6 +165,7 @@ pub struct Plugin {
     idle: Mutex<Vec<Instance>>,
     fresh_per_call: bool,
     counters: PluginCounters,
+    component_hash: String,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -88,6 +181,7 @@ impl Plugin {
         shared: Arc<PluginShared>,
         pre: KindPre,
         fresh_per_call: bool,
+        component_hash: String,
     ) -> Self {
         Self {
             engine,
@@ -97,7 +191,13 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             fresh_per_call,
             counters: PluginCounters::default(),
+            component_hash,
         }
+    }
+
+    /// BLAKE3 of the component's bytes alone: the key of the compiled-code cache.
+    pub fn component_hash(&self) -> &str {
+        &self.component_hash
     }
 
     /// Name, version and content hash: what results record.
@@ -215,15 +315,15 @@ impl Plugin {
         &self,
         kind: PluginKind,
         f: impl FnOnce(&Exports, &mut Store<HostState>) -> Option<wasmtime::Result<Result<T, String>>>,
-    ) -> RawOutcome<T> {
+    ) -> RawOutcome<'_, T> {
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let pooled = if self.fresh_per_call { None } else { self.idle.lock().pop() };
         let mut instance = match pooled.map(Ok).unwrap_or_else(|| self.instantiate()) {
             Ok(i) => i,
             Err(failure) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 return RawOutcome {
+                    counters: &self.counters,
                     result: Err(failure),
                     started,
                     peak_memory: 0,
@@ -255,14 +355,12 @@ impl Plugin {
                 (Err(self.failure(class, message)), false)
             }
         };
-        if result.is_err() {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
         // A trapped instance must never run again; a healthy one goes back warm.
         if keep && !self.fresh_per_call && instance.calls < MAX_CALLS_PER_INSTANCE {
             self.idle.lock().push(instance);
         }
         RawOutcome {
+            counters: &self.counters,
             result,
             started,
             peak_memory,
@@ -271,14 +369,15 @@ impl Plugin {
     }
 }
 
-struct RawOutcome<T> {
+struct RawOutcome<'a, T> {
+    counters: &'a PluginCounters,
     result: Result<T, PluginFailure>,
     started: Instant,
     peak_memory: usize,
     logs: Vec<LogLine>,
 }
 
-impl<T> RawOutcome<T> {
+impl<T> RawOutcome<'_, T> {
     /// Check and convert a successful result; anything refused is an invalid result.
     fn and_then_result<U>(
         self,
@@ -293,9 +392,11 @@ impl<T> RawOutcome<T> {
                 message,
             })
         });
+        let duration = self.started.elapsed();
+        self.counters.observe(duration, result.as_ref().err().map(|f| f.class));
         CallOutcome {
             result,
-            duration: self.started.elapsed(),
+            duration,
             peak_memory: self.peak_memory,
             logs: self.logs,
         }

@@ -54,6 +54,88 @@ pub struct RunArgs {
     prompt: Option<PathBuf>,
 }
 
+/// `flywheel replay` options.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Data directory of a (stopped) server.
+    #[arg(long, default_value = "flywheel-data")]
+    data: PathBuf,
+    /// A candidate component file; with `--manifest` (or `<file>.toml` beside it).
+    #[arg(long, conflicts_with_all = ["plugin", "version"])]
+    wasm: Option<PathBuf>,
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// A stored plugin (with `--version`: hash, hash prefix or manifest version).
+    #[arg(long, requires = "version")]
+    plugin: Option<String>,
+    #[arg(long)]
+    version: Option<String>,
+    /// Events received at or after (ms since the Unix epoch).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Events received before (ms since the Unix epoch).
+    #[arg(long)]
+    to: Option<u64>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    prompt_version: Option<String>,
+    /// Only events whose stored route is this: accept, label, review, drop.
+    #[arg(long)]
+    route: Option<String>,
+    /// At most this many events.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let store = flywheel_store::Store::open(&args.data.join("store"), flywheel_store::StoreOptions::default())
+        .with_context(|| format!("opening the store in {} (is a server running on it?)", args.data.display()))?;
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(args.data.join("cache")),
+        ..RuntimeOptions::default()
+    })?;
+    let (manifest, wasm) = match (&args.wasm, &args.plugin, &args.version) {
+        (Some(path), _, _) => {
+            let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mpath = args.manifest.clone().or_else(|| default_manifest(path)).context("--wasm needs --manifest")?;
+            let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+            (Manifest::from_toml(&text)?, wasm)
+        }
+        (None, Some(name), Some(version)) => {
+            let entries = flywheel::registry::load_entries(&store)?;
+            let entry = entries.get(name).with_context(|| format!("no plugin named `{name}` in {}", args.data.display()))?;
+            let record = entry
+                .versions
+                .iter()
+                .find(|v| &v.hash == version || (version.len() >= 8 && v.hash.starts_with(version.as_str())) || &v.manifest.version == version)
+                .with_context(|| format!("plugin `{name}` has no version `{version}`"))?;
+            (record.manifest.clone(), flywheel::registry::load_blob(&store, &record.hash)?)
+        }
+        _ => bail!("give a candidate: --wasm FILE [--manifest FILE], or --plugin NAME --version V"),
+    };
+    let options = flywheel::replay::ReplayOptions {
+        filter: flywheel_store::EventFilter {
+            from_ms: args.from,
+            to_ms: args.to,
+            prompt_name: args.prompt,
+            prompt_version: args.prompt_version,
+            route: args.route,
+            ..Default::default()
+        },
+        limit: args.limit,
+        examples: 5,
+        threads: 0,
+    };
+    let report = flywheel::replay::replay(&store, &runtime, manifest, &wasm, &options)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!(
+        "replayed {} events in {:.0} ms ({:.0} events/s); {} routes changed",
+        report.events, report.elapsed_ms, report.events_per_second, report.routes_changed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -139,7 +221,7 @@ fn report<T: serde::Serialize>(plugin: &Plugin, outcome: CallOutcome<T>) -> Resu
         eprintln!("[{}] {}", line.level, line.message);
     }
     let cost = format!(
-        "{} {} {}: {:.3} ms, peak memory {:.1} MiB",
+        "{} {} (limit {} ms): {:.3} ms, peak memory {:.1} MiB",
         plugin.kind(),
         plugin.id(),
         plugin.manifest().limits.timeout_ms,

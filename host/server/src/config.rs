@@ -3,6 +3,7 @@
 //! silently falls back to a default. `config.example.toml` lists every key.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Bearer tokens. None configured: the API is open, and only loopback is allowed.
     pub tokens: Vec<TokenConfig>,
+    /// Review queues declared by an admin (queues that routers name exist without this).
+    pub queues: Vec<QueueConfig>,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             limits: RequestLimits::default(),
             pipeline: PipelineConfig::default(),
             tokens: Vec::new(),
+            queues: Vec::new(),
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct PipelineConfig {
     pub queue_capacity: usize,
     /// Run each plugin call in a fresh instance (stronger isolation, slower).
     pub fresh_instance_per_call: bool,
+    /// Quarantine a live plugin after this many failed calls in a row.
+    pub quarantine_after: u64,
+    /// Watch the plugin directory and hot-load what is dropped into it.
+    pub watch_plugins: bool,
 }
 
 impl Default for PipelineConfig {
@@ -93,6 +101,8 @@ impl Default for PipelineConfig {
         Self {
             queue_capacity: 65_536,
             fresh_instance_per_call: false,
+            quarantine_after: 20,
+            watch_plugins: true,
         }
     }
 }
@@ -122,6 +132,46 @@ pub struct TokenConfig {
     /// Name of an environment variable holding the secret.
     #[serde(default)]
     pub token_env: Option<String>,
+}
+
+/// A queue as an admin declared it: what it is for, and how its items are reviewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QueueConfig {
+    /// The name routers use.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What reviewers should look for; shown on the review screen.
+    #[serde(default)]
+    pub instructions: Option<String>,
+    /// Reviews (by different people) before an item is done.
+    #[serde(default = "QueueConfig::default_reviewers")]
+    pub reviewers_required: NonZeroU32,
+    /// How long a claim holds an item before it goes back to the queue.
+    #[serde(default = "QueueConfig::default_claim_timeout")]
+    pub claim_timeout_secs: NonZeroU64,
+}
+
+impl QueueConfig {
+    /// The settings of a queue nobody declared.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: None,
+            instructions: None,
+            reviewers_required: Self::default_reviewers(),
+            claim_timeout_secs: Self::default_claim_timeout(),
+        }
+    }
+
+    fn default_reviewers() -> NonZeroU32 {
+        NonZeroU32::MIN
+    }
+
+    fn default_claim_timeout() -> NonZeroU64 {
+        NonZeroU64::new(600).unwrap_or(NonZeroU64::MIN)
+    }
 }
 
 /// Why the configuration cannot be used.
@@ -157,10 +207,25 @@ impl Config {
 
     /// Parse TOML text (used by `load` and by tests).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             message: e.to_string(),
-        })
+        })?;
+        for (i, q) in config.queues.iter().enumerate() {
+            if config.queues[..i].iter().any(|p| p.name == q.name) {
+                return Err(ConfigError::Invalid(format!("queue `{}` is declared twice", q.name)));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The settings of `queue`: as declared, or the defaults.
+    pub fn queue(&self, queue: &str) -> QueueConfig {
+        self.queues
+            .iter()
+            .find(|q| q.name == queue)
+            .cloned()
+            .unwrap_or_else(|| QueueConfig::named(queue))
     }
 
     /// Resolve token secrets and check what serde cannot.
@@ -221,6 +286,23 @@ mod tests {
         let config = Config::from_toml(text).expect("config.example.toml parses");
         assert_eq!(config.listen, Config::default().listen);
         assert_eq!(config.limits.max_batch, 1000);
+        let labeling = config.queue("labeling");
+        assert!(labeling.instructions.is_some());
+        assert_eq!(labeling.reviewers_required.get(), 1);
+        assert_eq!(labeling.claim_timeout_secs.get(), 600);
+    }
+
+    #[test]
+    fn queues_default_and_refuse_zero_or_twice() {
+        let config = Config::from_toml("[[queues]]\nname = 'legal'\nreviewers-required = 2\n")
+            .expect("parses");
+        assert_eq!(config.queue("legal").reviewers_required.get(), 2);
+        assert_eq!(config.queue("other"), QueueConfig::named("other"));
+        let zero = Config::from_toml("[[queues]]\nname = 'q'\nreviewers-required = 0\n");
+        assert!(zero.is_err());
+        let twice = Config::from_toml("[[queues]]\nname = 'q'\n[[queues]]\nname = 'q'\n")
+            .expect_err("duplicate");
+        assert!(twice.to_string().contains("twice"), "{twice}");
     }
 
     #[test]

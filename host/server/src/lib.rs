@@ -8,4 +8,7 @@ pub mod api;
 pub mod config;
 pub mod input;
 pub mod pipeline;
+pub mod registry;
+pub mod replay;
 pub mod server;
+pub mod stats;

@@ -22,6 +22,9 @@ enum Command {
     /// Try and check policy plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Replay a candidate plugin over the events stored in a data directory (the
+    /// server must not be running on it) and report what would change.
+    Replay(cli::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         Command::Serve(a) => cli::serve(a),
         Command::Plugin(PluginCommand::Run(a)) => cli::plugin_run(a),
+        Command::Replay(a) => cli::replay(a),
         Command::Plugin(PluginCommand::Check { wasm, manifest }) => {
             cli::plugin_check(&wasm, manifest.as_deref())
         }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flywheel_model::{
-    CallRecord, Event, FailureMode, Outcome, PluginKind, PluginRef, QueueTarget, Route, ScoreRecord,
-    Vote, now_ms,
+    CallRecord, Event, FailureMode, Outcome, PluginKind, PluginRef, QueueTarget, Route, Score,
+    ScoreRecord, ShadowRun, Vote, now_ms,
 };
 use flywheel_runtime::{CallOutcome, Plugin, PluginFailure, PreparedEvent, PreparedScores};
 use flywheel_store::{Completion, Store};
@@ -23,12 +23,25 @@ use flywheel_store::{Completion, Store};
 /// Queue that fail-closed failures send events to.
 pub const FAIL_CLOSED_QUEUE: &str = "review";
 
+/// A plugin taken out of service after repeated failures. It is not called, but its
+/// failure mode still applies: a fail-closed policy that cannot run sends every event
+/// to review, because nothing vouches for it.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub id: PluginRef,
+    pub kind: PluginKind,
+    pub failure_mode: FailureMode,
+}
+
 /// The plugins that process events right now: one consistent set of versions.
 #[derive(Debug, Default)]
 pub struct LiveSet {
     pub scorers: Vec<Arc<Plugin>>,
     pub routers: Vec<Arc<Plugin>>,
     pub refiners: Vec<Arc<Plugin>>,
+    /// Candidates run beside the live version of the same name; never routed.
+    pub shadows: Vec<Arc<Plugin>>,
+    pub quarantined: Vec<Quarantined>,
 }
 
 impl LiveSet {
@@ -45,7 +58,7 @@ impl LiveSet {
         set
     }
 
-    /// Every plugin in the set.
+    /// Every live plugin in the set (not shadows).
     pub fn all(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.scorers.iter().chain(&self.routers).chain(&self.refiners)
     }
@@ -53,6 +66,11 @@ impl LiveSet {
     /// The exact builds that will process an event (refiners do not).
     pub fn refs(&self) -> Vec<PluginRef> {
         self.scorers.iter().chain(&self.routers).map(|p| p.id().clone()).collect()
+    }
+
+    /// Find a plugin of this set (live or shadow) by version hash.
+    pub fn find(&self, hash: &str) -> Option<&Arc<Plugin>> {
+        self.all().chain(&self.shadows).find(|p| p.id().hash == hash)
     }
 }
 
@@ -78,19 +96,26 @@ fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
     }
 }
 
-fn imposed_review(failure: &PluginFailure) -> Vote {
+fn imposed_review(plugin: &str, why: String) -> Vote {
     Vote {
-        plugin: failure.plugin.name.clone(),
+        plugin: plugin.to_string(),
         route: Route::Review(QueueTarget {
             queue: FAIL_CLOSED_QUEUE.into(),
             priority: 90,
-            reason: format!(
-                "plugin {} failed ({}) and is fail-closed: {}",
-                failure.plugin.name, failure.class, failure.message
-            ),
+            reason: why,
         }),
         imposed: true,
     }
+}
+
+fn failed_closed(failure: &PluginFailure) -> Vote {
+    imposed_review(
+        &failure.plugin.name,
+        format!(
+            "plugin {} failed ({}) and is fail-closed: {}",
+            failure.plugin.name, failure.class, failure.message
+        ),
+    )
 }
 
 /// The most cautious vote: review > label > accept, drop only if every router drops.
@@ -110,52 +135,137 @@ pub fn final_route(votes: &[Vote]) -> Route {
         .unwrap_or(Route::Accept)
 }
 
+/// Run one scorer: its scores, its call record, and a vote if it failed closed.
+fn run_scorer(scorer: &Plugin, event: &PreparedEvent) -> (Vec<Score>, CallRecord, Option<Vote>) {
+    let outcome = scorer.score(event);
+    let call = record(scorer, &outcome);
+    match outcome.result {
+        Ok(scores) => (scores, call, None),
+        Err(f) => {
+            let vote = (scorer.manifest().failure_mode == FailureMode::FailClosed).then(|| failed_closed(&f));
+            (Vec::new(), call, vote)
+        }
+    }
+}
+
+/// Run one router: its vote (cast, or imposed by a fail-closed failure) and its call.
+fn run_router(router: &Plugin, event: &PreparedEvent, scores: &PreparedScores) -> (Option<Vote>, CallRecord) {
+    let outcome = router.route(event, scores);
+    let call = record(router, &outcome);
+    let vote = match outcome.result {
+        Ok(route) => Some(Vote { plugin: router.id().name.clone(), route, imposed: false }),
+        Err(f) => (router.manifest().failure_mode == FailureMode::FailClosed).then(|| failed_closed(&f)),
+    };
+    (vote, call)
+}
+
 /// Run one event through a plugin set. Pure apart from the plugins' own kv writes.
 pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
     let prepared = PreparedEvent::new(event);
     let mut calls = Vec::with_capacity(set.scorers.len() + set.routers.len());
     let mut scores = Vec::new();
     let mut votes = Vec::new();
-    for scorer in &set.scorers {
-        let outcome = scorer.score(&prepared);
-        calls.push(record(scorer, &outcome));
-        match outcome.result {
-            Ok(s) => scores.extend(s.into_iter().map(|score| ScoreRecord {
-                plugin: scorer.id().name.clone(),
-                score,
-            })),
-            Err(f) => {
-                if scorer.manifest().failure_mode == FailureMode::FailClosed {
-                    votes.push(imposed_review(&f));
-                }
-            }
+    for q in &set.quarantined {
+        calls.push(CallRecord {
+            plugin: q.id.clone(),
+            kind: q.kind,
+            duration_us: 0,
+            error: Some(flywheel_model::CallError {
+                class: flywheel_model::ErrorClass::Unavailable,
+                message: "quarantined after repeated failures; not called".into(),
+            }),
+            failure_mode: Some(q.failure_mode),
+        });
+        if q.failure_mode == FailureMode::FailClosed {
+            votes.push(imposed_review(
+                &q.id.name,
+                format!("plugin {} is quarantined and fail-closed", q.id.name),
+            ));
         }
+    }
+    for scorer in &set.scorers {
+        let (s, call, vote) = run_scorer(scorer, &prepared);
+        calls.push(call);
+        votes.extend(vote);
+        scores.extend(s.into_iter().map(|score| ScoreRecord { plugin: scorer.id().name.clone(), score }));
     }
     let prepared_scores = PreparedScores::new(scores.iter().map(|s| &s.score));
     for router in &set.routers {
-        let outcome = router.route(&prepared, &prepared_scores);
-        calls.push(record(router, &outcome));
-        match outcome.result {
-            Ok(route) => votes.push(Vote {
-                plugin: router.id().name.clone(),
-                route,
-                imposed: false,
-            }),
-            Err(f) => {
-                if router.manifest().failure_mode == FailureMode::FailClosed {
-                    votes.push(imposed_review(&f));
-                }
-            }
-        }
+        let (vote, call) = run_router(router, &prepared, &prepared_scores);
+        calls.push(call);
+        votes.extend(vote);
     }
+    let route = final_route(&votes);
+    let shadow = set
+        .shadows
+        .iter()
+        .filter_map(|candidate| shadow_run(set, candidate, &prepared, &scores, &votes, &route))
+        .collect();
     Outcome {
-        route: final_route(&votes),
+        route,
         scores,
         votes,
         calls,
         plugins: set.refs(),
         processed_at: now_ms(),
+        shadow,
     }
+}
+
+/// What the pipeline would have decided with `candidate` in place of the live plugin
+/// of the same name, reusing every other plugin's live result.
+pub fn shadow_run(
+    set: &LiveSet,
+    candidate: &Plugin,
+    event: &PreparedEvent,
+    live_scores: &[ScoreRecord],
+    live_votes: &[Vote],
+    live_route: &Route,
+) -> Option<ShadowRun> {
+    let name = &candidate.id().name;
+    let replaces = set.all().find(|p| &p.id().name == name).map(|p| p.id().clone());
+    let mut calls = Vec::new();
+    let (own_scores, votes) = match candidate.kind() {
+        PluginKind::Scorer => {
+            let (own, call, failed_vote) = run_scorer(candidate, event);
+            calls.push(call);
+            let scores: Vec<&Score> = live_scores
+                .iter()
+                .filter(|s| &s.plugin != name)
+                .map(|s| &s.score)
+                .chain(own.iter())
+                .collect();
+            let prepared = PreparedScores::new(scores);
+            // Imposed votes of other plugins stand; the live version's own do not.
+            let mut votes: Vec<Vote> = live_votes.iter().filter(|v| v.imposed && &v.plugin != name).cloned().collect();
+            votes.extend(failed_vote);
+            for router in &set.routers {
+                let (vote, call) = run_router(router, event, &prepared);
+                calls.push(call);
+                votes.extend(vote);
+            }
+            (own, votes)
+        }
+        PluginKind::Router => {
+            let prepared = PreparedScores::new(live_scores.iter().map(|s| &s.score));
+            let (vote, call) = run_router(candidate, event, &prepared);
+            calls.push(call);
+            let mut votes: Vec<Vote> = live_votes.iter().filter(|v| &v.plugin != name).cloned().collect();
+            votes.extend(vote);
+            (Vec::new(), votes)
+        }
+        PluginKind::Refiner => return None,
+    };
+    let route = final_route(&votes);
+    Some(ShadowRun {
+        candidate: candidate.id().clone(),
+        replaces,
+        scores: own_scores,
+        agrees: &route == live_route,
+        votes,
+        route,
+        calls,
+    })
 }
 
 /// Work for the pool: an event to decide (the handler already has it, so the worker
@@ -179,6 +289,8 @@ struct Shared {
     /// Set when the job queue was full: the sweeper then picks pending events from the store.
     backlog: AtomicBool,
     stop: AtomicBool,
+    /// Where to report a plugin that failed too many times in a row, and how many.
+    quarantine: std::sync::OnceLock<(u64, Sender<PluginRef>)>,
 }
 
 /// The worker pool and the live plugin set.
@@ -199,6 +311,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             backlog: AtomicBool::new(true),
             stop: AtomicBool::new(false),
+            quarantine: std::sync::OnceLock::new(),
         });
         for i in 0..workers.max(1) {
             let shared = shared.clone();
@@ -249,6 +362,12 @@ impl Pipeline {
         self.shared.live.store(Arc::new(live));
     }
 
+    /// Report live plugins that fail `after` times in a row on `tx` (the registry
+    /// quarantines them). Set once, at start-up.
+    pub fn on_quarantine(&self, after: u64, tx: Sender<PluginRef>) {
+        let _ = self.shared.quarantine.set((after.max(1), tx));
+    }
+
     /// Counters for the API and tests.
     pub fn stats(&self) -> &PipelineStats {
         &self.shared.stats
@@ -269,6 +388,14 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
     let started = Instant::now();
     let set = shared.live.load_full();
     let outcome = decide(&set, event);
+    if let Some((after, tx)) = shared.quarantine.get() {
+        for call in outcome.calls.iter().filter(|c| c.error.is_some()) {
+            let failing = set.all().find(|p| p.id().hash == call.plugin.hash);
+            if failing.is_some_and(|p| p.counters().consecutive_failures.load(Ordering::Relaxed) >= *after) {
+                let _ = tx.try_send(call.plugin.clone());
+            }
+        }
+    }
     let result = shared.store.complete(&event.id, outcome.clone());
     metrics::histogram!("flywheel_pipeline_seconds").record(started.elapsed().as_secs_f64());
     match result {

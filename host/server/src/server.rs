@@ -4,17 +4,18 @@
 //! The only place that decides whether the server may run open (no tokens): then it
 //! must listen on loopback.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use flywheel_runtime::{KvBackend, KvFailure, LoadError, Plugin, Runtime, RuntimeOptions};
+use flywheel_model::PluginRef;
+use flywheel_runtime::{KvBackend, KvFailure, Runtime, RuntimeOptions};
 use flywheel_store::{KvError, Store, StoreOptions};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::api::{AppState, app, auth::Auth};
 use crate::config::Config;
 use crate::pipeline::{LiveSet, Pipeline};
+use crate::registry::{Registry, RegistryError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Runtime(#[from] flywheel_runtime::RuntimeError),
+    #[error("could not restore the plugin registry: {0}")]
+    Registry(#[from] RegistryError),
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -86,40 +89,6 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Load every `<name>.wasm` + `<name>.toml` pair in `dir`. A bad pair is reported and
-/// skipped; it never stops the others.
-pub fn load_plugin_dir(
-    runtime: &Runtime,
-    dir: &Path,
-    kv: Arc<dyn KvBackend>,
-) -> (Vec<Arc<Plugin>>, Vec<(PathBuf, LoadError)>) {
-    let mut loaded = Vec::new();
-    let mut failed = Vec::new();
-    let mut manifests: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(source) => {
-            failed.push((dir.to_path_buf(), LoadError::Io { path: dir.display().to_string(), source }));
-            return (loaded, failed);
-        }
-    };
-    manifests.sort();
-    for manifest in manifests {
-        let wasm = manifest.with_extension("wasm");
-        match runtime.load_files(&wasm, &manifest, kv.clone()) {
-            Ok(plugin) => match plugin.warm_up() {
-                Ok(()) => loaded.push(Arc::new(plugin)),
-                Err(f) => failed.push((wasm, LoadError::Compile(f.to_string()))),
-            },
-            Err(e) => failed.push((wasm, e)),
-        }
-    }
-    (loaded, failed)
-}
-
 /// Everything a running server holds, built but not yet listening.
 pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let tokens = config.resolve_tokens()?;
@@ -139,25 +108,44 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         ..RuntimeOptions::default()
     })?;
     let kv: Arc<dyn KvBackend> = Arc::new(StoreKv(store.clone()));
-    let mut plugins = Vec::new();
-    if let Some(dir) = config.effective_plugins_dir() {
-        let (loaded, failed) = load_plugin_dir(&runtime, &dir, kv);
-        for (path, e) in failed {
-            tracing::error!(path = %path.display(), "plugin not loaded: {e}");
-        }
-        for p in &loaded {
-            tracing::info!(plugin = %p.id(), kind = %p.kind(), "plugin loaded");
-        }
-        plugins = loaded;
-    } else {
-        tracing::warn!("no plugin directory: events are stored and accepted without policies");
-    }
     let pipeline = Pipeline::start(
         store.clone(),
-        LiveSet::new(plugins),
+        LiveSet::default(),
         config.worker_count(),
         config.pipeline.queue_capacity,
     );
+    let registry = Arc::new(Registry::open(store.clone(), runtime.clone(), kv, pipeline.clone())?);
+    let (qtx, qrx) = crossbeam_channel::bounded::<PluginRef>(64);
+    pipeline.on_quarantine(config.pipeline.quarantine_after, qtx);
+    {
+        let registry = Arc::downgrade(&registry);
+        let after = config.pipeline.quarantine_after;
+        std::thread::Builder::new()
+            .name("flywheel-quarantine".into())
+            .spawn(move || {
+                while let Ok(id) = qrx.recv() {
+                    let Some(registry) = registry.upgrade() else { return };
+                    registry.quarantine(&id, after);
+                }
+            })
+            .map_err(|e| StartError::Serve(std::io::Error::other(e)))?;
+    }
+    let mut watcher = None;
+    match config.effective_plugins_dir() {
+        Some(dir) => {
+            registry.scan_dir(&dir);
+            for e in registry.dir_errors() {
+                tracing::error!(path = %e.path, "plugin not loaded: {}", e.error);
+            }
+            if config.pipeline.watch_plugins {
+                watcher = registry.watch_dir(dir);
+            }
+        }
+        None => tracing::warn!("no plugin directory: only plugins uploaded through the API will run"),
+    }
+    for p in pipeline.live().all() {
+        tracing::info!(plugin = %p.id(), kind = %p.kind(), "plugin live");
+    }
     Ok(Arc::new(AppState {
         config,
         store,
@@ -165,6 +153,8 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         pipeline,
         auth,
         metrics: metrics_handle(),
+        registry,
+        _watcher: watcher,
         ready: std::sync::atomic::AtomicBool::new(false),
     }))
 }

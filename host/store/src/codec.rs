@@ -2,7 +2,7 @@
 //! event, and JSON encode/decode helpers that turn bad bytes into `StoreError::Corrupt`.
 //! It owns the byte formats only; it never opens trees or decides what to write.
 
-use flywheel_model::{Event, EventRecord, EventStatus, Outcome};
+use flywheel_model::{Correction, Event, EventRecord, EventStatus, Outcome, Review};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Result, StoreError};
@@ -19,6 +19,9 @@ pub(crate) struct StoredEvent {
     #[serde(default)]
     pub outcome: Option<Outcome>,
     pub event: Event,
+    /// Reviews from the queues; absent until the first one.
+    #[serde(default)]
+    pub reviews: Vec<Review>,
 }
 
 /// The borrowed twin of `StoredEvent`, so the hot path serializes without cloning.
@@ -29,14 +32,29 @@ pub(crate) struct StoredEventRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<&'a Outcome>,
     pub event: &'a Event,
+    #[serde(skip_serializing_if = "<[Review]>::is_empty")]
+    pub reviews: &'a [Review],
 }
 
 impl StoredEvent {
     pub fn into_record(self) -> EventRecord {
         EventRecord {
+            correction: Correction::effective(&self.event, &self.reviews),
             event: self.event,
             status: self.status,
             outcome: self.outcome,
+            reviews: self.reviews,
+        }
+    }
+
+    /// The borrowed form, for writing the event back.
+    pub fn borrowed(&self) -> StoredEventRef<'_> {
+        StoredEventRef {
+            seq: self.seq,
+            status: self.status,
+            outcome: self.outcome.as_ref(),
+            event: &self.event,
+            reviews: &self.reviews,
         }
     }
 }

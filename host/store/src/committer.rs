@@ -186,6 +186,7 @@ impl Committer {
                         status: EventStatus::Pending,
                         outcome: None,
                         event,
+                        reviews: &[],
                     })?,
                 });
             }

@@ -39,6 +39,18 @@ pub enum StoreError {
     /// No event is stored under this id.
     #[error("no event with id {id:?}")]
     NotFound { id: String },
+    /// No item with this id is on the queue.
+    #[error("no item {item:?} on queue {queue:?}")]
+    NoSuchItem { queue: String, item: String },
+    /// The caller holds no lease on the item (never claimed, released, or taken over).
+    #[error("you do not hold item {item:?}: claim it first")]
+    NotClaimed { item: String },
+    /// The caller's lease on the item has passed; claim it again.
+    #[error("your lease on item {item:?} has expired")]
+    LeaseExpired { item: String },
+    /// The item already has all the reviews it needs.
+    #[error("item {item:?} is already done")]
+    ItemDone { item: String },
 }
 
 impl StoreError {

@@ -167,10 +167,9 @@ impl Store {
                         return Ok(false);
                     }
                     let value = codec::encode(&StoredEventRef {
-                        seq: stored.seq,
                         status: EventStatus::Processed,
                         outcome: Some(&outcome),
-                        event: &stored.event,
+                        ..stored.borrowed()
                     })
                     .map_err(abort)?;
                     events.insert(id, value)?;

@@ -7,18 +7,23 @@
 //!
 //! | tree          | key                                                   | value                     |
 //! |---------------|-------------------------------------------------------|---------------------------|
-//! | `events`      | event id                                              | `{seq,status,outcome?,event}` |
+//! | `events`      | event id                                              | `{seq,status,outcome?,event,reviews?}` |
 //! | `pending`     | `seq` (arrival order)                                 | event id                  |
 //! | `by_time`     | `received_at` ++ event id                             | empty                     |
 //! | `counters`    | `"events"`                                            | `u64`: events stored      |
-//! | `queue`       | queue `\0` (255 − priority) `created_at` item id      | `QueueItem`               |
-//! | `queue_depth` | queue                                                 | `u64`: items on the queue |
+//! | `queue`       | queue `\0` (255 − priority) `created_at` item id      | `QueueItem` (not done yet) |
+//! | `queue_depth` | queue                                                 | `u64`: items stored pending |
+//! | `queue_done`  | queue                                                 | `u64`: items done         |
+//! | `queue_items` | queue `\0` item id                                    | `QueueEntry`, once claimed |
+//! | `queue_leases`| queue `\0` `expires_at` item id                       | empty                     |
+//! | `queue_audit` | queue `\0` ULID                                       | `AuditEntry`              |
 //! | `kv`          | plugin `\0` key                                       | raw bytes                 |
 //! | `kv_usage`    | plugin                                                | `u64`: key + value bytes  |
 //! | `meta/<name>` | caller's key                                          | caller's bytes            |
 //!
 //! Every write that spans trees is one sled transaction, so a crash never leaves an event
-//! without its `pending`/`by_time` entries, or a processed event without its queue item.
+//! without its `pending`/`by_time` entries, a processed event without its queue item, or
+//! a review on an item but not on its event.
 
 mod codec;
 mod committer;
@@ -38,7 +43,7 @@ use serde::Serialize;
 pub use committer::Appended;
 pub use error::{KvError, Result, StoreError};
 pub use events::{Completion, EventFilter, Page};
-pub use queue::QueueItem;
+pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
 
 use committer::Request;
 
@@ -101,6 +106,10 @@ pub(crate) struct Trees {
     counters: sled::Tree,
     queue: sled::Tree,
     queue_depth: sled::Tree,
+    queue_done: sled::Tree,
+    queue_items: sled::Tree,
+    queue_leases: sled::Tree,
+    queue_audit: sled::Tree,
     kv: sled::Tree,
     kv_usage: sled::Tree,
 }
@@ -140,6 +149,10 @@ impl Store {
             counters: db.open_tree("counters")?,
             queue: db.open_tree("queue")?,
             queue_depth: db.open_tree("queue_depth")?,
+            queue_done: db.open_tree("queue_done")?,
+            queue_items: db.open_tree("queue_items")?,
+            queue_leases: db.open_tree("queue_leases")?,
+            queue_audit: db.open_tree("queue_audit")?,
             kv: db.open_tree("kv")?,
             kv_usage: db.open_tree("kv_usage")?,
         };

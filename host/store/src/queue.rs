@@ -1,14 +1,20 @@
-//! Queue items: events a router sent to a person (label or review), stored so the queue
-//! feature can build on them. Items are written only by `Store::complete`; this module
-//! owns their key order (priority high first, then oldest first) and the reads.
+//! Human-in-the-loop queues: the items routers put in front of people, their leases,
+//! reviews and audit trail. `Store::complete` creates items; this module owns claiming
+//! (one transaction that re-checks and leases an item, so two claims never get the same
+//! one), releasing, reviewing (which also stores the review on the event) and the reads.
+//! Leases expire lazily: an item whose lease has passed is pending wherever it is read.
+//! It knows no config and no HTTP: lease lengths and reviews needed are arguments.
 
 use std::collections::BTreeMap;
 
+use flywheel_model::{Review, now_ms};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use crate::Store;
-use crate::codec;
-use crate::error::Result;
+use crate::codec::{self, StoredEvent};
+use crate::error::{Result, StoreError, from_tx};
 
 /// One event waiting on a queue for a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +32,152 @@ pub struct QueueItem {
     pub created_at: u64,
 }
 
+/// Where an item is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Waiting for a reviewer (including items whose lease expired).
+    Pending,
+    /// Held by a reviewer under an unexpired lease.
+    InReview,
+    /// Reviewed by as many people as the queue needs.
+    Done,
+}
+
+impl ItemStatus {
+    /// The wire name, as in `?status=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::InReview => "in_review",
+            ItemStatus::Done => "done",
+        }
+    }
+}
+
+/// A reviewer's hold on an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub reviewer: String,
+    pub claimed_at: u64,
+    /// The item is pending again from this time on (ms since the epoch).
+    pub expires_at: u64,
+}
+
+/// A queue item with its review state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    #[serde(flatten)]
+    pub item: QueueItem,
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Every review so far, oldest first.
+    #[serde(default)]
+    pub reviews: Vec<Review>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<u64>,
+}
+
+impl QueueEntry {
+    fn new(item: QueueItem) -> Self {
+        QueueEntry {
+            item,
+            status: ItemStatus::Pending,
+            lease: None,
+            reviews: Vec::new(),
+            done_at: None,
+        }
+    }
+
+    /// The entry as seen at `now`: an expired lease is dropped and the item is pending.
+    fn at(mut self, now: u64) -> Self {
+        if self.status == ItemStatus::InReview && self.lease_expired(now) {
+            self.status = ItemStatus::Pending;
+            self.lease = None;
+        }
+        self
+    }
+
+    fn lease_expired(&self, now: u64) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+    }
+
+    /// Whether `reviewer` has already reviewed this item.
+    pub fn reviewed_by(&self, reviewer: &str) -> bool {
+        self.reviews.iter().any(|r| r.reviewer == reviewer)
+    }
+
+    /// Whether the reviewers so far gave different verdicts.
+    pub fn disagreement(&self) -> bool {
+        self.reviews
+            .split_first()
+            .is_some_and(|(first, rest)| rest.iter().any(|r| r.verdict != first.verdict))
+    }
+
+    fn claimable_by(&self, reviewer: &str, now: u64) -> bool {
+        let free = match self.status {
+            ItemStatus::Pending => true,
+            ItemStatus::InReview => self.lease_expired(now),
+            ItemStatus::Done => false,
+        };
+        free && !self.reviewed_by(reviewer)
+    }
+
+    /// The live lease, if `reviewer` holds it; otherwise why not.
+    fn held_by(&self, reviewer: &str, now: u64) -> Result<&Lease> {
+        let item = || self.item.id.clone();
+        match (&self.status, &self.lease) {
+            (ItemStatus::Done, _) => Err(StoreError::ItemDone { item: item() }),
+            (ItemStatus::InReview, Some(l)) if l.reviewer == reviewer && l.expires_at > now => {
+                Ok(l)
+            }
+            (ItemStatus::InReview, Some(l)) if l.reviewer == reviewer => {
+                Err(StoreError::LeaseExpired { item: item() })
+            }
+            _ => Err(StoreError::NotClaimed { item: item() }),
+        }
+    }
+}
+
+/// What happened to an item, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Claimed,
+    Released,
+    /// The holder's lease had passed when another claim took the item.
+    LeaseExpired,
+    Reviewed,
+    /// The item got its last needed review.
+    Completed,
+}
+
+/// One entry of a queue's audit trail: who did what to which item, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    pub queue: String,
+    pub item_id: String,
+    pub actor: String,
+    pub action: AuditAction,
+    /// E.g. the verdict of a review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Counts for one queue, as seen at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueSummary {
+    pub queue: String,
+    pub pending: u64,
+    pub in_review: u64,
+    pub done: u64,
+    /// When the oldest pending item was created (ms since the epoch).
+    pub oldest_pending_at: Option<u64>,
+}
+
 /// `queue \0 (255 - priority) created_at item_id`: a prefix scan of `queue \0` yields the
 /// queue's items highest priority first, then oldest first.
 pub(crate) fn item_key(item: &QueueItem) -> Vec<u8> {
@@ -36,31 +188,474 @@ pub(crate) fn item_key(item: &QueueItem) -> Vec<u8> {
     codec::named_key(&item.queue, &rest)
 }
 
+/// `queue \0 item_id`: an item's state in `queue_items`.
+fn entry_key(queue: &str, item_id: &str) -> Vec<u8> {
+    codec::named_key(queue, item_id.as_bytes())
+}
+
+/// `queue \0 expires_at item_id`: a lease in `queue_leases`, so expired ones are a range.
+fn lease_key(queue: &str, item_id: &str, lease: &Lease) -> Vec<u8> {
+    let mut rest = lease.expires_at.to_be_bytes().to_vec();
+    rest.extend_from_slice(item_id.as_bytes());
+    codec::named_key(queue, &rest)
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn read_u64(tree: &TransactionalTree, key: &str) -> TxResult<u64> {
+    match tree.get(key)? {
+        Some(v) => codec::decode_u64("queue counter", &v).map_err(abort),
+        None => Ok(0),
+    }
+}
+
+fn add_u64(tree: &TransactionalTree, key: &str, delta: i64) -> TxResult<()> {
+    let n = read_u64(tree, key)?.saturating_add_signed(delta);
+    tree.insert(key, &n.to_be_bytes())?;
+    Ok(())
+}
+
+/// The audit tree inside a transaction, with keys made up front (a transaction may run
+/// more than once, and must write the same keys each time).
+struct Audit<'a> {
+    tree: &'a TransactionalTree,
+    keys: [Vec<u8>; 2],
+}
+
+impl Audit<'_> {
+    fn record(&self, slot: usize, entry: &AuditEntry) -> TxResult<()> {
+        let value = codec::encode(entry).map_err(abort)?;
+        self.tree.insert(self.keys[slot].as_slice(), value)?;
+        Ok(())
+    }
+}
+
 impl Store {
-    /// Up to `limit` items of `queue`, highest priority first, then oldest first.
-    pub fn queue_items(&self, queue: &str, limit: usize) -> Result<Vec<QueueItem>> {
-        codec::check_name(queue)?;
+    fn audit_keys(&self, queue: &str) -> [Vec<u8>; 2] {
+        [(); 2].map(|()| codec::named_key(queue, &self.next_ulid().0.to_be_bytes()))
+    }
+
+    /// The stored state of an item; items never claimed have none yet and are pending.
+    fn load_entry(&self, item: QueueItem) -> Result<QueueEntry> {
+        match self
+            .trees()
+            .queue_items
+            .get(entry_key(&item.queue, &item.id))?
+        {
+            Some(v) => codec::decode("queue entry", &v),
+            None => Ok(QueueEntry::new(item)),
+        }
+    }
+
+    /// Items not done yet, in claim order (priority high first, then oldest first).
+    fn open_items(&self, queue: &str) -> impl Iterator<Item = Result<QueueItem>> + use<> {
         self.trees()
             .queue
             .scan_prefix(codec::named_key(queue, &[]))
             .values()
-            .take(limit)
             .map(|v| codec::decode("queue item", &v?))
-            .collect()
     }
 
-    /// How many items each queue holds (queues never used are absent).
+    /// Up to `limit` open items of `queue`, highest priority first, then oldest first.
+    pub fn queue_items(&self, queue: &str, limit: usize) -> Result<Vec<QueueItem>> {
+        codec::check_name(queue)?;
+        self.open_items(queue).take(limit).collect()
+    }
+
+    /// How many items each queue has pending (leases that have passed count as pending;
+    /// queues never used are absent).
     pub fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
-        self.trees()
-            .queue_depth
+        let t = self.trees();
+        let now = now_ms();
+        t.queue_depth
             .iter()
             .map(|entry| {
                 let (k, v) = entry?;
-                Ok((
-                    codec::decode_str("queue name", &k)?,
-                    codec::decode_u64("queue depth", &v)?,
-                ))
+                let queue = codec::decode_str("queue name", &k)?;
+                let expired = t
+                    .queue_leases
+                    .range(
+                        codec::named_key(&queue, &[])
+                            ..codec::named_key(&queue, &(now + 1).to_be_bytes()),
+                    )
+                    .count() as u64;
+                Ok((queue, codec::decode_u64("queue depth", &v)? + expired))
             })
             .collect()
     }
+
+    /// Leases the first item of `queue` that `reviewer` may take: pending (or its lease
+    /// passed), not reviewed by them before and not in `skip`. The lease lasts `lease_ms`
+    /// from `now`. `None` when there is nothing left for this reviewer.
+    pub fn claim(
+        &self,
+        queue: &str,
+        reviewer: &str,
+        lease_ms: u64,
+        skip: &[String],
+        now: u64,
+    ) -> Result<Option<QueueEntry>> {
+        codec::check_name(queue)?;
+        let t = self.trees();
+        for item in self.open_items(queue) {
+            let item = item?;
+            if skip.contains(&item.id)
+                || !self.load_entry(item.clone())?.claimable_by(reviewer, now)
+            {
+                continue;
+            }
+            let key = entry_key(queue, &item.id);
+            let audit_keys = self.audit_keys(queue);
+            let claimed = from_tx(
+                (
+                    &t.queue_items,
+                    &t.queue_depth,
+                    &t.queue_leases,
+                    &t.queue_audit,
+                )
+                    .transaction(|(items, depth, leases, audit)| {
+                        let audit = Audit {
+                            tree: audit,
+                            keys: audit_keys.clone(),
+                        };
+                        // Someone may have taken it since the scan: decide again, inside.
+                        let mut entry = match items.get(&key)? {
+                            Some(v) => codec::decode("queue entry", &v).map_err(abort)?,
+                            None => QueueEntry::new(item.clone()),
+                        };
+                        if !entry.claimable_by(reviewer, now) {
+                            return Ok(None);
+                        }
+                        match entry.lease.take() {
+                            Some(old) => {
+                                leases.remove(lease_key(queue, &item.id, &old))?;
+                                audit.record(
+                                    0,
+                                    &AuditEntry {
+                                        at: now,
+                                        queue: queue.to_owned(),
+                                        item_id: item.id.clone(),
+                                        actor: old.reviewer,
+                                        action: AuditAction::LeaseExpired,
+                                        detail: Some(format!(
+                                            "lease expired at {}",
+                                            old.expires_at
+                                        )),
+                                    },
+                                )?;
+                            }
+                            None => add_u64(depth, queue, -1)?,
+                        }
+                        let lease = Lease {
+                            reviewer: reviewer.to_owned(),
+                            claimed_at: now,
+                            expires_at: now.saturating_add(lease_ms.max(1)),
+                        };
+                        leases.insert(lease_key(queue, &item.id, &lease), &[][..])?;
+                        entry.status = ItemStatus::InReview;
+                        entry.lease = Some(lease);
+                        items.insert(key.as_slice(), codec::encode(&entry).map_err(abort)?)?;
+                        audit.record(
+                            1,
+                            &AuditEntry {
+                                at: now,
+                                queue: queue.to_owned(),
+                                item_id: item.id.clone(),
+                                actor: reviewer.to_owned(),
+                                action: AuditAction::Claimed,
+                                detail: None,
+                            },
+                        )?;
+                        Ok(Some(entry))
+                    }),
+            )?;
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives back an item `reviewer` holds: it is pending again.
+    pub fn release(
+        &self,
+        queue: &str,
+        item_id: &str,
+        reviewer: &str,
+        now: u64,
+    ) -> Result<QueueEntry> {
+        codec::check_name(queue)?;
+        let key = entry_key(queue, item_id);
+        let audit_keys = self.audit_keys(queue);
+        let t = self.trees();
+        let released = from_tx(
+            (
+                &t.queue_items,
+                &t.queue_depth,
+                &t.queue_leases,
+                &t.queue_audit,
+            )
+                .transaction(|(items, depth, leases, audit)| {
+                    let audit = Audit {
+                        tree: audit,
+                        keys: audit_keys.clone(),
+                    };
+                    let Some(v) = items.get(&key)? else {
+                        return Err(abort(StoreError::NotClaimed {
+                            item: item_id.to_owned(),
+                        }));
+                    };
+                    let mut entry: QueueEntry = codec::decode("queue entry", &v).map_err(abort)?;
+                    let lease = entry.held_by(reviewer, now).map_err(abort)?.clone();
+                    leases.remove(lease_key(queue, item_id, &lease))?;
+                    add_u64(depth, queue, 1)?;
+                    entry.status = ItemStatus::Pending;
+                    entry.lease = None;
+                    items.insert(key.as_slice(), codec::encode(&entry).map_err(abort)?)?;
+                    audit.record(
+                        0,
+                        &AuditEntry {
+                            at: now,
+                            queue: queue.to_owned(),
+                            item_id: item_id.to_owned(),
+                            actor: reviewer.to_owned(),
+                            action: AuditAction::Released,
+                            detail: None,
+                        },
+                    )?;
+                    Ok(entry)
+                }),
+        );
+        self.or_no_such_item(released, queue, item_id)
+    }
+
+    /// Records `review` on an item its reviewer holds, and on the item's event. With
+    /// `required` reviews the item is done; before that it is pending again for others.
+    pub fn review(&self, item_id: &str, review: Review, required: u32) -> Result<QueueEntry> {
+        let queue = review.queue.as_str();
+        codec::check_name(queue)?;
+        let key = entry_key(queue, item_id);
+        let audit_keys = self.audit_keys(queue);
+        let now = review.reviewed_at;
+        let reviewer = review.reviewer.as_str();
+        let t = self.trees();
+        let trees = (
+            &t.queue_items,
+            &t.queue,
+            &t.queue_depth,
+            &t.queue_done,
+            &t.queue_leases,
+            &t.queue_audit,
+            &t.events,
+        );
+        let reviewed = from_tx(trees.transaction(
+            |(items, index, depth, done, leases, audit, events)| {
+                let audit = Audit {
+                    tree: audit,
+                    keys: audit_keys.clone(),
+                };
+                let Some(v) = items.get(&key)? else {
+                    return Err(abort(StoreError::NotClaimed {
+                        item: item_id.to_owned(),
+                    }));
+                };
+                let mut entry: QueueEntry = codec::decode("queue entry", &v).map_err(abort)?;
+                let lease = entry.held_by(reviewer, now).map_err(abort)?.clone();
+                leases.remove(lease_key(queue, item_id, &lease))?;
+                entry.lease = None;
+                entry.reviews.push(review.clone());
+                let complete = entry.reviews.len() >= required.max(1) as usize;
+                if complete {
+                    entry.status = ItemStatus::Done;
+                    entry.done_at = Some(now);
+                    index.remove(item_key(&entry.item))?;
+                    add_u64(done, queue, 1)?;
+                } else {
+                    entry.status = ItemStatus::Pending;
+                    add_u64(depth, queue, 1)?;
+                }
+                items.insert(key.as_slice(), codec::encode(&entry).map_err(abort)?)?;
+
+                let event_id = entry.item.event_id.as_str();
+                let Some(v) = events.get(event_id)? else {
+                    return Err(abort(StoreError::NotFound {
+                        id: event_id.to_owned(),
+                    }));
+                };
+                let mut stored: StoredEvent = codec::decode("event", &v).map_err(abort)?;
+                stored.reviews.push(review.clone());
+                events.insert(event_id, codec::encode(&stored.borrowed()).map_err(abort)?)?;
+
+                let base = AuditEntry {
+                    at: now,
+                    queue: queue.to_owned(),
+                    item_id: item_id.to_owned(),
+                    actor: reviewer.to_owned(),
+                    action: AuditAction::Reviewed,
+                    detail: Some(review.verdict.as_str().to_owned()),
+                };
+                audit.record(0, &base)?;
+                if complete {
+                    let detail = if entry.disagreement() {
+                        "reviewers disagree"
+                    } else {
+                        "reviewers agree"
+                    };
+                    audit.record(
+                        1,
+                        &AuditEntry {
+                            action: AuditAction::Completed,
+                            detail: Some(detail.to_owned()),
+                            ..base
+                        },
+                    )?;
+                }
+                Ok(entry)
+            },
+        ));
+        self.or_no_such_item(reviewed, queue, item_id)
+    }
+
+    /// Turns "you never claimed it" into "there is no such item" when that is the truth.
+    fn or_no_such_item(
+        &self,
+        r: Result<QueueEntry>,
+        queue: &str,
+        item_id: &str,
+    ) -> Result<QueueEntry> {
+        match r {
+            Err(StoreError::NotClaimed { item })
+                if self.queue_entry(queue, item_id, 0)?.is_none() =>
+            {
+                Err(StoreError::NoSuchItem {
+                    queue: queue.to_owned(),
+                    item,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// One item and its state at `now`.
+    pub fn queue_entry(&self, queue: &str, item_id: &str, now: u64) -> Result<Option<QueueEntry>> {
+        codec::check_name(queue)?;
+        if let Some(v) = self.trees().queue_items.get(entry_key(queue, item_id))? {
+            return Ok(Some(
+                codec::decode::<QueueEntry>("queue entry", &v)?.at(now),
+            ));
+        }
+        for item in self.open_items(queue) {
+            let item = item?;
+            if item.id == item_id {
+                return Ok(Some(QueueEntry::new(item)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `limit` items of `queue` as seen at `now`, filtered by status: open items in
+    /// claim order, then done items oldest first.
+    pub fn queue_entries(
+        &self,
+        queue: &str,
+        status: Option<ItemStatus>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<QueueEntry>> {
+        codec::check_name(queue)?;
+        let wanted = |s: ItemStatus| status.is_none_or(|w| w == s);
+        let mut out = Vec::new();
+        if status != Some(ItemStatus::Done) {
+            for item in self.open_items(queue) {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                let entry = self.load_entry(item?)?.at(now);
+                if wanted(entry.status) {
+                    out.push(entry);
+                }
+            }
+        }
+        if wanted(ItemStatus::Done) {
+            let states = self
+                .trees()
+                .queue_items
+                .scan_prefix(codec::named_key(queue, &[]));
+            for v in states.values() {
+                if out.len() == limit {
+                    break;
+                }
+                let entry: QueueEntry = codec::decode("queue entry", &v?)?;
+                if entry.status == ItemStatus::Done {
+                    out.push(entry);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts for every queue that has ever had an item, as seen at `now`.
+    pub fn queue_summaries(&self, now: u64) -> Result<Vec<QueueSummary>> {
+        let t = self.trees();
+        let mut out = Vec::new();
+        for name in t.queue_depth.iter().keys() {
+            let queue = codec::decode_str("queue name", &name?)?;
+            let mut s = QueueSummary {
+                done: match t.queue_done.get(&queue)? {
+                    Some(v) => codec::decode_u64("queue done", &v)?,
+                    None => 0,
+                },
+                ..QueueSummary::default()
+            };
+            for item in self.open_items(&queue) {
+                let entry = self.load_entry(item?)?.at(now);
+                match entry.status {
+                    ItemStatus::InReview => s.in_review += 1,
+                    _ => {
+                        s.pending += 1;
+                        let at = entry.item.created_at;
+                        s.oldest_pending_at = Some(s.oldest_pending_at.map_or(at, |o| o.min(at)));
+                    }
+                }
+            }
+            s.queue = queue;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// The audit trail, oldest first: of one queue (and one item of it), or of every
+    /// queue, one queue after another.
+    pub fn queue_audit(
+        &self,
+        queue: Option<&str>,
+        item_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let prefix = match queue {
+            Some(q) => {
+                codec::check_name(q)?;
+                codec::named_key(q, &[])
+            }
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for v in self.trees().queue_audit.scan_prefix(prefix).values() {
+            if out.len() == limit {
+                break;
+            }
+            let entry: AuditEntry = codec::decode("audit entry", &v?)?;
+            if item_id.is_none_or(|i| i == entry.item_id) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,7 @@ fn outcome(route: Route) -> Outcome {
         calls: vec![],
         plugins: vec![],
         processed_at: now_ms(),
+        shadow: vec![],
     }
 }
 

@@ -66,8 +66,16 @@ impl From<InputError> for ApiError {
 
 impl From<flywheel_store::StoreError> for ApiError {
     fn from(e: flywheel_store::StoreError) -> Self {
-        if matches!(e, flywheel_store::StoreError::Busy) {
-            return Self::unavailable("too many writes are waiting for the disk; retry shortly");
+        use flywheel_store::StoreError as E;
+        let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
+        match &e {
+            E::Busy => return Self::unavailable("too many writes are waiting for the disk; retry shortly"),
+            E::NoSuchItem { .. } => return Self::not_found(e.to_string()),
+            E::InvalidName { .. } => return Self::bad_request("invalid_name", e.to_string()),
+            E::NotClaimed { .. } => return conflict("not_claimed"),
+            E::LeaseExpired { .. } => return conflict("lease_expired"),
+            E::ItemDone { .. } => return conflict("item_done"),
+            _ => {}
         }
         tracing::error!("store error: {e}");
         Self::unavailable(format!("the store failed: {e}"))

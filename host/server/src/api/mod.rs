@@ -22,8 +22,12 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod events;
+pub mod queues;
+pub mod stats;
+pub mod plugins;
 
 use auth::Auth;
 use error::ApiError;
@@ -36,6 +40,9 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub auth: Auth,
     pub metrics: PrometheusHandle,
+    pub registry: Arc<crate::registry::Registry>,
+    /// Keeps the plugin-directory watcher alive for the server's lifetime.
+    pub _watcher: Option<notify::RecommendedWatcher>,
     /// Set once start-up (store open, plugins loaded, workers started) is done.
     pub ready: AtomicBool,
 }
@@ -49,6 +56,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/events", get(events::list).post(events::post))
         .route("/v1/events/{id}", get(events::get_one))
+        .merge(queues::routes())
+        .merge(stats::routes())
+        .merge(console::routes())
+        .merge(plugins::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,706 @@
+//! The plugin registry: every uploaded version, which one is live, shadow candidates,
+//! and each plugin's status, persisted in the store so it survives restarts.
+//!
+//! A version is immutable and named by its content hash (component + manifest). Before
+//! a version is stored it must load, implement its world, and survive a smoke call on
+//! built-in fixture events; a refused upload changes nothing. Every change rebuilds the
+//! live set and swaps it into the pipeline atomically. The registry's lock is never
+//! held by the pipeline: events only see the swapped `Arc<LiveSet>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flywheel_model::{
+    ErrorClass, Event, Feedback, PluginKind, PluginRef, Prompt, Score, Thumb, now_ms,
+};
+use flywheel_runtime::{
+    KvBackend, LoadError, Manifest, MemoryKv, Plugin, PluginStats, PreparedEvent, PreparedScores,
+    Runtime, version_hash,
+};
+use flywheel_store::Store;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{LiveSet, Pipeline, Quarantined};
+
+const ENTRIES: &str = "plugins";
+const BLOBS: &str = "plugin-blobs";
+
+/// Where a plugin stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginStatus {
+    /// The live version processes events.
+    Active,
+    /// Switched off by an operator.
+    Disabled,
+    /// Taken out of service after repeated failures; its failure mode still applies.
+    Quarantined,
+    /// Deleted: no longer runs; its history is kept for audit.
+    Retired,
+}
+
+/// One immutable version of a plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// BLAKE3 of component + manifest: the version's identity.
+    pub hash: String,
+    /// BLAKE3 of the component alone.
+    pub component_hash: String,
+    pub manifest: Manifest,
+    pub uploaded_at: u64,
+    pub uploaded_by: String,
+    /// `api` or `directory`.
+    pub source: String,
+    pub size_bytes: u64,
+}
+
+/// Everything known about one plugin name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginEntry {
+    pub name: String,
+    pub kind: PluginKind,
+    pub status: PluginStatus,
+    /// Why the status is what it is (e.g. the failure that caused a quarantine).
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// The version hash that serves (when active).
+    pub live: Option<String>,
+    /// A candidate running in shadow beside the live version.
+    #[serde(default)]
+    pub shadow: Option<String>,
+    /// Earlier live versions, oldest first: `rollback` returns to the last one.
+    #[serde(default)]
+    pub history: Vec<String>,
+    pub versions: Vec<VersionRecord>,
+    /// Who changed what, when: the plugin's audit trail.
+    #[serde(default)]
+    pub audit: Vec<AuditEntry>,
+}
+
+/// One change to a plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl PluginEntry {
+    fn version(&self, hash: &str) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.hash == hash)
+    }
+
+    fn audit(&mut self, actor: &str, action: &str, version: Option<&str>) {
+        self.audit.push(AuditEntry {
+            at: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            version: version.map(str::to_string),
+        });
+    }
+}
+
+/// Why a registry operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Invalid(#[from] LoadError),
+    #[error("the smoke call on fixture events failed ({class}): {message}")]
+    SmokeFailed { class: ErrorClass, message: String },
+    #[error("no plugin named `{0}`")]
+    NotFound(String),
+    #[error("plugin `{name}` has no version matching `{version}`")]
+    NoSuchVersion { name: String, version: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store error: {0}")]
+    Store(#[from] flywheel_store::StoreError),
+}
+
+/// How an upload should change what serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// Make it live only if the plugin has no live version yet.
+    #[default]
+    IfFirst,
+    /// Make it live now.
+    Activate,
+    /// Make it live if this upload created the version; leave a known one as it is.
+    ActivateIfNew,
+    /// Run it in shadow beside the live version.
+    Shadow,
+    /// Store it only.
+    StoreOnly,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadOutcome {
+    pub name: String,
+    pub hash: String,
+    /// False when the same bytes and manifest were already stored.
+    pub created: bool,
+    pub live: Option<String>,
+    pub shadow: Option<String>,
+    /// Milliseconds from receiving the bytes to the version serving (if it serves).
+    pub elapsed_ms: f64,
+}
+
+/// A plugin directory file that could not be loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirError {
+    pub path: String,
+    pub error: String,
+}
+
+struct State {
+    entries: BTreeMap<String, PluginEntry>,
+    /// Loaded versions, by version hash.
+    loaded: HashMap<String, Arc<Plugin>>,
+}
+
+/// The registry. Operations are synchronous (they compile wasm): call them off the
+/// async runtime.
+pub struct Registry {
+    store: Store,
+    runtime: Runtime,
+    kv: Arc<dyn KvBackend>,
+    pipeline: Pipeline,
+    state: Mutex<State>,
+    dir_errors: Mutex<Vec<DirError>>,
+}
+
+/// Read the persisted registry without a pipeline (for `flywheel replay`).
+pub fn load_entries(store: &Store) -> Result<BTreeMap<String, PluginEntry>, RegistryError> {
+    let mut entries = BTreeMap::new();
+    for (name, bytes) in store.meta_scan_prefix(ENTRIES, "")? {
+        match serde_json::from_slice::<PluginEntry>(&bytes) {
+            Ok(e) => {
+                entries.insert(name, e);
+            }
+            Err(e) => tracing::error!(plugin = %name, "ignoring unreadable registry entry: {e}"),
+        }
+    }
+    Ok(entries)
+}
+
+/// The stored component bytes of a version.
+pub fn load_blob(store: &Store, hash: &str) -> Result<Vec<u8>, RegistryError> {
+    store
+        .meta_get(BLOBS, hash)?
+        .ok_or_else(|| RegistryError::Conflict(format!("the component of version {hash} is missing from the store")))
+}
+
+impl Registry {
+    /// Restore the registry from the store, load every live and shadow version, and
+    /// swap the resulting set into the pipeline.
+    pub fn open(store: Store, runtime: Runtime, kv: Arc<dyn KvBackend>, pipeline: Pipeline) -> Result<Self, RegistryError> {
+        let entries = load_entries(&store)?;
+        let registry = Self {
+            store,
+            runtime,
+            kv,
+            pipeline,
+            state: Mutex::new(State { entries, loaded: HashMap::new() }),
+            dir_errors: Mutex::new(Vec::new()),
+        };
+        {
+            let mut state = registry.state.lock();
+            let wanted: Vec<(String, String)> = state
+                .entries
+                .values()
+                .flat_map(|e| e.live.iter().chain(e.shadow.iter()).map(move |h| (e.name.clone(), h.clone())))
+                .collect();
+            for (name, hash) in wanted {
+                match registry.load_version(&state, &name, &hash) {
+                    Ok(p) => {
+                        state.loaded.insert(hash, p);
+                    }
+                    Err(e) => tracing::error!(plugin = %name, version = %hash, "could not load stored version: {e}"),
+                }
+            }
+            registry.rebuild(&state);
+        }
+        Ok(registry)
+    }
+
+    fn load_version(&self, state: &State, name: &str, hash: &str) -> Result<Arc<Plugin>, RegistryError> {
+        let entry = state.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let record = entry.version(hash).ok_or_else(|| RegistryError::NoSuchVersion { name: name.into(), version: hash.into() })?;
+        let wasm = load_blob(&self.store, hash)?;
+        let plugin = self.runtime.load(record.manifest.clone(), &wasm, self.kv.clone())?;
+        Ok(Arc::new(plugin))
+    }
+
+    /// Build the live set from the entries and swap it in.
+    fn rebuild(&self, state: &State) {
+        let mut live = Vec::new();
+        let mut shadows = Vec::new();
+        let mut quarantined = Vec::new();
+        for entry in state.entries.values() {
+            match entry.status {
+                PluginStatus::Active => {
+                    if let Some(p) = entry.live.as_ref().and_then(|h| state.loaded.get(h)) {
+                        live.push(p.clone());
+                    }
+                }
+                PluginStatus::Quarantined => {
+                    if let Some(p) = entry.live.as_ref().and_then(|h| state.loaded.get(h)) {
+                        quarantined.push(Quarantined {
+                            id: p.id().clone(),
+                            kind: p.kind(),
+                            failure_mode: p.manifest().failure_mode,
+                        });
+                    }
+                }
+                PluginStatus::Disabled | PluginStatus::Retired => {}
+            }
+            if entry.status != PluginStatus::Retired {
+                if let Some(p) = entry.shadow.as_ref().and_then(|h| state.loaded.get(h)) {
+                    shadows.push(p.clone());
+                }
+            }
+        }
+        let mut set = LiveSet::new(live);
+        set.shadows = shadows;
+        set.quarantined = quarantined;
+        self.pipeline.swap(set);
+    }
+
+    fn persist(&self, entry: &PluginEntry) -> Result<(), RegistryError> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| RegistryError::Conflict(format!("serializing the registry: {e}")))?;
+        self.store.meta_set(ENTRIES, &entry.name, &bytes)?;
+        // An acknowledged change to what serves must survive a crash, like an event.
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Validate and store a new version, then activate or shadow it as asked.
+    pub fn upload(
+        &self,
+        manifest: Manifest,
+        wasm: &[u8],
+        actor: &str,
+        source: &str,
+        activation: Activation,
+    ) -> Result<UploadOutcome, RegistryError> {
+        let started = std::time::Instant::now();
+        manifest.validate()?;
+        let hash = version_hash(wasm, &manifest);
+        let mut state = self.state.lock();
+        if let Some(entry) = state.entries.get(&manifest.name) {
+            if entry.kind != manifest.kind {
+                return Err(RegistryError::Conflict(format!(
+                    "plugin `{}` is a {}; a {} needs another name",
+                    manifest.name, entry.kind, manifest.kind
+                )));
+            }
+        }
+        let known = state.entries.get(&manifest.name).is_some_and(|e| e.version(&hash).is_some());
+        if !known {
+            // Validate with a scratch key-value store so the smoke call writes nothing real.
+            let probe = self.runtime.load(manifest.clone(), wasm, Arc::new(MemoryKv::default()))?;
+            smoke(&probe)?;
+            let plugin = Arc::new(self.runtime.load(manifest.clone(), wasm, self.kv.clone())?);
+            self.store.meta_set(BLOBS, &hash, wasm)?;
+            let record = VersionRecord {
+                hash: hash.clone(),
+                component_hash: plugin.component_hash().to_string(),
+                manifest: manifest.clone(),
+                uploaded_at: now_ms(),
+                uploaded_by: actor.to_string(),
+                source: source.to_string(),
+                size_bytes: wasm.len() as u64,
+            };
+            let entry = state.entries.entry(manifest.name.clone()).or_insert_with(|| PluginEntry {
+                name: manifest.name.clone(),
+                kind: manifest.kind,
+                status: PluginStatus::Active,
+                status_reason: None,
+                live: None,
+                shadow: None,
+                history: Vec::new(),
+                versions: Vec::new(),
+                audit: Vec::new(),
+            });
+            entry.versions.push(record);
+            entry.audit(actor, &format!("upload ({source})"), Some(&hash));
+            state.loaded.insert(hash.clone(), plugin);
+        }
+        if known && matches!(activation, Activation::Activate | Activation::Shadow) {
+            self.ensure_loaded(&mut state, &manifest.name, &hash)?;
+        }
+        let State { entries, .. } = &mut *state;
+        let Some(entry) = entries.get_mut(&manifest.name) else {
+            return Err(RegistryError::NotFound(manifest.name));
+        };
+        let first = entry.live.is_none() || entry.status == PluginStatus::Retired;
+        match activation {
+            Activation::Activate => set_live(entry, &hash, actor),
+            Activation::IfFirst if first && !known => set_live(entry, &hash, actor),
+            Activation::ActivateIfNew if !known => set_live(entry, &hash, actor),
+            Activation::Shadow => {
+                entry.shadow = Some(hash.clone());
+                entry.audit(actor, "shadow", Some(&hash));
+            }
+            Activation::IfFirst | Activation::ActivateIfNew | Activation::StoreOnly => {}
+        }
+        let entry = entry.clone();
+        self.persist(&entry)?;
+        self.rebuild(&state);
+        Ok(UploadOutcome {
+            name: entry.name,
+            hash,
+            created: !known,
+            live: entry.live,
+            shadow: entry.shadow,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Resolve a version by full hash, hash prefix (8+ characters) or manifest version.
+    fn resolve(&self, entry: &PluginEntry, version: &str) -> Result<String, RegistryError> {
+        let matches: Vec<&VersionRecord> = entry
+            .versions
+            .iter()
+            .filter(|v| v.hash == version || (version.len() >= 8 && v.hash.starts_with(version)) || v.manifest.version == version)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.hash.clone()),
+            [] => Err(RegistryError::NoSuchVersion { name: entry.name.clone(), version: version.into() }),
+            _ => Err(RegistryError::Conflict(format!(
+                "`{version}` matches {} versions of `{}`; give the hash",
+                matches.len(),
+                entry.name
+            ))),
+        }
+    }
+
+    fn change(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Self, &mut State, &mut PluginEntry) -> Result<(), RegistryError>,
+    ) -> Result<PluginEntry, RegistryError> {
+        let mut state = self.state.lock();
+        let mut entry = state.entries.get(name).cloned().ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        f(self, &mut state, &mut entry)?;
+        self.persist(&entry)?;
+        state.entries.insert(name.to_string(), entry.clone());
+        self.rebuild(&state);
+        Ok(entry)
+    }
+
+    fn ensure_loaded(&self, state: &mut State, name: &str, hash: &str) -> Result<(), RegistryError> {
+        if !state.loaded.contains_key(hash) {
+            let p = self.load_version(state, name, hash)?;
+            state.loaded.insert(hash.to_string(), p);
+        }
+        Ok(())
+    }
+
+    /// Make a stored version live.
+    pub fn activate(&self, name: &str, version: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |reg, state, entry| {
+            let hash = reg.resolve(entry, version)?;
+            reg.ensure_loaded(state, name, &hash)?;
+            set_live(entry, &hash, actor);
+            if entry.shadow.as_deref() == Some(hash.as_str()) {
+                entry.shadow = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Go back to the previous live version.
+    pub fn rollback(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |reg, state, entry| {
+            let previous = entry
+                .history
+                .pop()
+                .ok_or_else(|| RegistryError::Conflict(format!("plugin `{name}` has no earlier live version")))?;
+            reg.ensure_loaded(state, name, &previous)?;
+            entry.live = Some(previous.clone());
+            entry.status = PluginStatus::Active;
+            entry.status_reason = None;
+            entry.audit(actor, "rollback", Some(&previous));
+            Ok(())
+        })
+    }
+
+    /// Stop the plugin without forgetting its live version.
+    pub fn disable(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |_, _, entry| {
+            if entry.status == PluginStatus::Retired {
+                return Err(RegistryError::Conflict(format!("plugin `{name}` is retired; upload or activate a version")));
+            }
+            entry.status = PluginStatus::Disabled;
+            entry.status_reason = Some(format!("disabled by {actor}"));
+            entry.audit(actor, "disable", None);
+            Ok(())
+        })
+    }
+
+    /// Bring a disabled or quarantined plugin back.
+    pub fn enable(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |_, state, entry| {
+            if entry.live.is_none() {
+                return Err(RegistryError::Conflict(format!("plugin `{name}` has no live version; activate one")));
+            }
+            if let Some(p) = entry.live.as_ref().and_then(|h| state.loaded.get(h)) {
+                p.counters().consecutive_failures.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            entry.status = PluginStatus::Active;
+            entry.status_reason = None;
+            entry.audit(actor, "enable", None);
+            Ok(())
+        })
+    }
+
+    /// Retire the plugin: it stops running; its versions and audit trail are kept.
+    pub fn retire(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |_, _, entry| {
+            if let Some(live) = entry.live.take() {
+                entry.history.push(live);
+            }
+            entry.shadow = None;
+            entry.status = PluginStatus::Retired;
+            entry.status_reason = Some(format!("retired by {actor}"));
+            entry.audit(actor, "retire", None);
+            Ok(())
+        })
+    }
+
+    /// Run a stored version in shadow beside the live one (`None` stops shadowing).
+    pub fn set_shadow(&self, name: &str, version: Option<&str>, actor: &str) -> Result<PluginEntry, RegistryError> {
+        self.change(name, |reg, state, entry| {
+            match version {
+                Some(v) => {
+                    let hash = reg.resolve(entry, v)?;
+                    reg.ensure_loaded(state, name, &hash)?;
+                    entry.audit(actor, "shadow", Some(&hash));
+                    entry.shadow = Some(hash);
+                }
+                None => {
+                    entry.audit(actor, "stop shadow", entry.shadow.clone().as_deref());
+                    entry.shadow = None;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Take a plugin out of service after repeated failures (called by the pipeline's
+    /// quarantine report; idempotent).
+    pub fn quarantine(&self, id: &PluginRef, after: u64) {
+        let result = self.change(&id.name, |_, _, entry| {
+            if entry.status != PluginStatus::Active || entry.live.as_deref() != Some(id.hash.as_str()) {
+                return Ok(());
+            }
+            entry.status = PluginStatus::Quarantined;
+            entry.status_reason = Some(format!("failed {after} times in a row"));
+            entry.audit("flywheel", "quarantine", Some(&id.hash));
+            Ok(())
+        });
+        match result {
+            Ok(e) if e.status == PluginStatus::Quarantined => tracing::error!(
+                plugin = %id,
+                "plugin quarantined after {after} consecutive failures; its failure mode applies until `enable`"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(plugin = %id, "could not quarantine: {e}"),
+        }
+    }
+
+    /// Every plugin entry, as persisted.
+    pub fn entries(&self) -> Vec<PluginEntry> {
+        self.state.lock().entries.values().cloned().collect()
+    }
+
+    /// One entry.
+    pub fn entry(&self, name: &str) -> Option<PluginEntry> {
+        self.state.lock().entries.get(name).cloned()
+    }
+
+    /// Live counters of a loaded version.
+    pub fn stats(&self, hash: &str) -> Option<PluginStats> {
+        self.state.lock().loaded.get(hash).map(|p| p.counters().snapshot())
+    }
+
+    /// The component bytes and manifest of a stored version (for replay).
+    pub fn version_source(&self, name: &str, version: &str) -> Result<(Manifest, Vec<u8>), RegistryError> {
+        let state = self.state.lock();
+        let entry = state.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let hash = self.resolve(entry, version)?;
+        let record = entry.version(&hash).ok_or_else(|| RegistryError::NoSuchVersion { name: name.into(), version: hash.clone() })?;
+        Ok((record.manifest.clone(), load_blob(&self.store, &hash)?))
+    }
+
+    /// Files in the plugin directory that were refused at the last scan.
+    pub fn dir_errors(&self) -> Vec<DirError> {
+        self.dir_errors.lock().clone()
+    }
+
+    /// Load every `<name>.wasm` + `<name>.toml` pair in `dir` through the same
+    /// validation as an upload, making new versions live. Known versions are left as
+    /// they are (so a rollback through the API survives a restart). Bad files are
+    /// reported and skipped.
+    pub fn scan_dir(&self, dir: &Path) {
+        let mut errors = Vec::new();
+        let mut manifests: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
+            Err(e) => {
+                errors.push(DirError { path: dir.display().to_string(), error: e.to_string() });
+                *self.dir_errors.lock() = errors;
+                return;
+            }
+        };
+        manifests.sort();
+        for manifest_path in manifests {
+            let wasm_path = manifest_path.with_extension("wasm");
+            let result = (|| -> Result<UploadOutcome, RegistryError> {
+                let text = std::fs::read_to_string(&manifest_path)
+                    .map_err(|source| LoadError::Io { path: manifest_path.display().to_string(), source })?;
+                let manifest = Manifest::from_toml(&text)?;
+                let wasm = std::fs::read(&wasm_path)
+                    .map_err(|source| LoadError::Io { path: wasm_path.display().to_string(), source })?;
+                self.upload(manifest, &wasm, "plugin-directory", "directory", Activation::ActivateIfNew)
+            })();
+            match result {
+                Ok(o) if o.created => tracing::info!(plugin = %o.name, version = %o.hash, "hot-loaded from the plugin directory"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(path = %wasm_path.display(), "plugin file refused: {e}");
+                    errors.push(DirError { path: wasm_path.display().to_string(), error: e.to_string() });
+                }
+            }
+        }
+        *self.dir_errors.lock() = errors;
+    }
+
+    /// Watch `dir` and rescan it whenever something in it changes (debounced).
+    pub fn watch_dir(self: &Arc<Self>, dir: PathBuf) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let (tx, rx) = crossbeam_channel::unbounded::<()>();
+        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot watch the plugin directory: {e}");
+                return None;
+            }
+        };
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::error!(dir = %dir.display(), "cannot watch the plugin directory: {e}");
+            return None;
+        }
+        let registry = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("flywheel-plugin-watch".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Let a copy finish: wait until the directory is quiet for a moment.
+                    while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
+                    let Some(registry) = registry.upgrade() else { return };
+                    registry.scan_dir(&dir);
+                }
+            })
+            .map_err(|e| tracing::error!("cannot start the plugin watcher: {e}"))
+            .ok()?;
+        Some(watcher)
+    }
+}
+
+fn set_live(entry: &mut PluginEntry, hash: &str, actor: &str) {
+    if entry.live.as_deref() == Some(hash) && entry.status == PluginStatus::Active {
+        return;
+    }
+    if let Some(old) = entry.live.take() {
+        if old != hash {
+            entry.history.push(old);
+        }
+    }
+    entry.live = Some(hash.to_string());
+    entry.status = PluginStatus::Active;
+    entry.status_reason = None;
+    entry.audit(actor, "activate", Some(hash));
+}
+
+/// Built-in events every plugin must handle without trapping before it may serve.
+pub fn smoke_events() -> Vec<Event> {
+    let base = Event {
+        id: "smoke-1".into(),
+        received_at: 0,
+        trace_id: None,
+        session_id: None,
+        user_id: None,
+        model: Some("smoke-model".into()),
+        prompt: Some(flywheel_model::PromptRef { name: "smoke".into(), version: "1".into() }),
+        input: "How many days do I have to return a laptop?".into(),
+        output: "You can return a laptop within 30 days of delivery.".into(),
+        context: vec!["Laptops can be returned within 30 days of delivery.".into()],
+        feedback: Feedback::Thumbs { value: Thumb::Up },
+        metadata: BTreeMap::new(),
+    };
+    let mut correction = base.clone();
+    correction.id = "smoke-2".into();
+    correction.feedback = Feedback::Correction { text: "Within 30 days, in the original packaging.".into() };
+    let mut bare = base.clone();
+    bare.id = "smoke-3".into();
+    bare.context.clear();
+    bare.prompt = None;
+    bare.feedback = Feedback::None;
+    vec![base, correction, bare]
+}
+
+/// Call the plugin on the fixture events; a trap, timeout, memory blow-up or invalid
+/// result refuses the version. A plugin error (`err(...)`) is an answer, not a crash.
+fn smoke(plugin: &Plugin) -> Result<(), RegistryError> {
+    let fail = |f: flywheel_runtime::PluginFailure| -> Result<(), RegistryError> {
+        if f.class == ErrorClass::PluginError {
+            Ok(())
+        } else {
+            Err(RegistryError::SmokeFailed { class: f.class, message: f.message })
+        }
+    };
+    let events = smoke_events();
+    match plugin.kind() {
+        PluginKind::Scorer => {
+            for e in &events {
+                if let Err(f) = plugin.score(&PreparedEvent::new(e)).result {
+                    fail(f)?;
+                }
+            }
+        }
+        PluginKind::Router => {
+            let scores = [
+                Score { name: "satisfaction".into(), value: 0.2, label: None, reason: None },
+                Score { name: "groundedness".into(), value: 0.9, label: None, reason: None },
+                Score { name: "sensitive".into(), value: 0.0, label: None, reason: None },
+            ];
+            for e in &events {
+                if let Err(f) = plugin.route(&PreparedEvent::new(e), &PreparedScores::new(&scores)).result {
+                    fail(f)?;
+                }
+            }
+        }
+        PluginKind::Refiner => {
+            let prompt = Prompt { name: "smoke".into(), version: "1".into(), template: "Answer: {{question}}".into() };
+            if let Err(f) = plugin.refine(&prompt, &events).result {
+                fail(f)?;
+            }
+        }
+    }
+    Ok(())
+}

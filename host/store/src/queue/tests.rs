@@ -1,0 +1,297 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use flywheel_model::{CorrectionSource, Event, Feedback, Outcome, Review, Thumb, Verdict, now_ms};
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::{AuditAction, Completion, ItemStatus, Store, StoreError, StoreOptions};
+
+const MINUTE: u64 = 60_000;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), StoreOptions::default()).unwrap()
+}
+
+/// Stores an event and routes it to `queue` with `priority`; returns the item id.
+fn queued(store: &Store, id: &str, queue: &str, priority: u8) -> String {
+    let event = Event {
+        id: id.into(),
+        received_at: now_ms(),
+        trace_id: None,
+        session_id: None,
+        user_id: None,
+        model: None,
+        prompt: None,
+        input: "q".into(),
+        output: "a".into(),
+        context: vec![],
+        feedback: Feedback::Thumbs { value: Thumb::Down },
+        metadata: BTreeMap::new(),
+    };
+    store.append(vec![event]).unwrap();
+    // Built from JSON so that fields with defaults stay defaulted.
+    let outcome: Outcome = serde_json::from_value(json!({
+        "scores": [], "votes": [], "calls": [], "plugins": [], "processed_at": now_ms(),
+        "route": {"action": "label", "queue": queue, "priority": priority, "reason": "unsure"},
+    }))
+    .unwrap();
+    match store.complete(id, outcome).unwrap() {
+        Completion::Completed {
+            queue_item: Some(item),
+        } => item.id,
+        other => panic!("expected a queue item, got {other:?}"),
+    }
+}
+
+fn review(queue: &str, item: &str, reviewer: &str, verdict: Verdict, at: u64) -> Review {
+    Review {
+        queue: queue.into(),
+        item_id: item.into(),
+        reviewer: reviewer.into(),
+        verdict,
+        rating: Some(4),
+        tags: vec!["tone".into()],
+        corrected_output: Some(format!("fixed by {reviewer}")),
+        note: None,
+        reviewed_at: at,
+    }
+}
+
+#[test]
+fn claims_go_by_priority_then_age_and_skip_what_is_held() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let low = queued(&store, "low", "q", 10);
+    let high_old = queued(&store, "high-old", "q", 90);
+    let high_new = queued(&store, "high-new", "q", 90);
+    let now = now_ms();
+    let order: Vec<String> = (0..3)
+        .map(|_| {
+            store
+                .claim("q", "alice", MINUTE, &[], now)
+                .unwrap()
+                .unwrap()
+                .item
+                .id
+        })
+        .collect();
+    assert_eq!(order, [high_old, high_new, low]);
+    assert_eq!(store.claim("q", "bob", MINUTE, &[], now).unwrap(), None);
+    assert_eq!(store.queue_depths().unwrap()["q"], 0);
+    let s = &store.queue_summaries(now).unwrap()[0];
+    assert_eq!((s.pending, s.in_review, s.done), (0, 3, 0));
+}
+
+#[test]
+fn skip_passes_over_items() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let first = queued(&store, "e1", "q", 50);
+    let second = queued(&store, "e2", "q", 50);
+    let got = store
+        .claim("q", "alice", MINUTE, &[first], now_ms())
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.item.id, second);
+}
+
+#[test]
+fn concurrent_claims_never_share_an_item() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(open(&dir));
+    for i in 0..40 {
+        queued(&store, &format!("e{i}"), "q", (i % 3) as u8);
+    }
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(e) = store
+                    .claim("q", &format!("r{t}"), MINUTE, &[], now_ms())
+                    .unwrap()
+                {
+                    got.push(e.item.id);
+                }
+                got
+            })
+        })
+        .collect();
+    let all: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 40, "every item handed out once");
+    assert_eq!(unique.len(), 40, "no item handed out twice");
+    assert_eq!(store.queue_depths().unwrap()["q"], 0);
+}
+
+#[test]
+fn an_expired_lease_puts_the_item_back() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let item = queued(&store, "e1", "q", 50);
+    let t0 = now_ms() - 10_000;
+    store.claim("q", "alice", 1_000, &[], t0).unwrap().unwrap();
+    // Passed, but not yet taken over: alice cannot review, the item counts as pending.
+    let late = review("q", &item, "alice", Verdict::Approve, t0 + 2_000);
+    assert!(matches!(
+        store.review(&item, late, 1),
+        Err(StoreError::LeaseExpired { .. })
+    ));
+    assert_eq!(store.queue_depths().unwrap()["q"], 1);
+    let seen = store.queue_entry("q", &item, t0 + 2_000).unwrap().unwrap();
+    assert_eq!((seen.status, seen.lease), (ItemStatus::Pending, None));
+
+    let taken = store
+        .claim("q", "bob", MINUTE, &[], t0 + 2_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.item.id, item);
+    assert_eq!(taken.lease.unwrap().reviewer, "bob");
+    assert_eq!(store.queue_depths().unwrap()["q"], 0);
+    let late = review("q", &item, "alice", Verdict::Approve, t0 + 3_000);
+    assert!(matches!(
+        store.review(&item, late, 1),
+        Err(StoreError::NotClaimed { .. })
+    ));
+    let actions: Vec<(AuditAction, String)> = store
+        .queue_audit(Some("q"), Some(&item), 100)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.action, a.actor))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (AuditAction::Claimed, "alice".into()),
+            (AuditAction::LeaseExpired, "alice".into()),
+            (AuditAction::Claimed, "bob".into()),
+        ]
+    );
+}
+
+#[test]
+fn release_gives_the_item_back_to_anyone() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let item = queued(&store, "e1", "q", 50);
+    let now = now_ms();
+    store
+        .claim("q", "alice", MINUTE, &[], now)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.release("q", &item, "bob", now),
+        Err(StoreError::NotClaimed { .. })
+    ));
+    let back = store.release("q", &item, "alice", now).unwrap();
+    assert_eq!(back.status, ItemStatus::Pending);
+    assert_eq!(store.queue_depths().unwrap()["q"], 1);
+    assert_eq!(
+        store
+            .claim("q", "alice", MINUTE, &[], now)
+            .unwrap()
+            .unwrap()
+            .item
+            .id,
+        item
+    );
+    assert!(matches!(
+        store.release("q", "nope", "alice", now),
+        Err(StoreError::NoSuchItem { .. })
+    ));
+}
+
+#[test]
+fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let item = queued(&store, "e1", "q", 50);
+    let now = now_ms();
+    store
+        .claim("q", "alice", MINUTE, &[], now)
+        .unwrap()
+        .unwrap();
+    let first = store
+        .review(&item, review("q", &item, "alice", Verdict::Approve, now), 2)
+        .unwrap();
+    assert_eq!(first.status, ItemStatus::Pending);
+    assert!(!first.disagreement());
+    assert_eq!(
+        store.claim("q", "alice", MINUTE, &[], now).unwrap(),
+        None,
+        "alice has reviewed it"
+    );
+
+    store.claim("q", "bob", MINUTE, &[], now).unwrap().unwrap();
+    let done = store
+        .review(
+            &item,
+            review("q", &item, "bob", Verdict::Reject, now + 1),
+            2,
+        )
+        .unwrap();
+    assert_eq!(done.status, ItemStatus::Done);
+    assert_eq!(done.done_at, Some(now + 1));
+    assert!(done.disagreement());
+    assert_eq!(store.claim("q", "carol", MINUTE, &[], now).unwrap(), None);
+    assert!(
+        store.queue_items("q", 10).unwrap().is_empty(),
+        "done items leave the open index"
+    );
+    let listed = store
+        .queue_entries("q", Some(ItemStatus::Done), 10, now)
+        .unwrap();
+    assert_eq!(listed, [done.clone()]);
+    let s = &store.queue_summaries(now).unwrap()[0];
+    assert_eq!((s.pending, s.in_review, s.done), (0, 0, 1));
+    assert!(matches!(
+        store.review(&item, review("q", &item, "bob", Verdict::Reject, now), 2),
+        Err(StoreError::ItemDone { .. })
+    ));
+
+    // The event carries both reviews; the latest correction is the event's correction.
+    let event = store.get("e1").unwrap().unwrap();
+    assert_eq!(event.reviews.len(), 2);
+    let correction = event.correction.unwrap();
+    assert_eq!(correction.text, "fixed by bob");
+    assert_eq!(correction.source, CorrectionSource::Review);
+    assert_eq!(
+        event.event.feedback,
+        Feedback::Thumbs { value: Thumb::Down },
+        "original feedback kept"
+    );
+
+    let audit: Vec<AuditAction> = store
+        .queue_audit(Some("q"), None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    use AuditAction::*;
+    assert_eq!(audit, [Claimed, Reviewed, Claimed, Reviewed, Completed]);
+}
+
+#[test]
+fn queue_state_survives_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let item;
+    {
+        let store = open(&dir);
+        queued(&store, "e1", "q", 50);
+        item = queued(&store, "e2", "q", 60);
+        store
+            .claim("q", "alice", MINUTE, &[], now_ms())
+            .unwrap()
+            .unwrap();
+    }
+    let store = open(&dir);
+    let entry = store.queue_entry("q", &item, now_ms()).unwrap().unwrap();
+    assert_eq!(entry.status, ItemStatus::InReview);
+    assert_eq!(store.queue_depths().unwrap()["q"], 1);
+}
