@@ -13,7 +13,8 @@ pub fn dir() -> PathBuf {
 /// The raw JSON of `fixtures/<name>.json`, as an application would send it.
 pub fn json(name: &str) -> serde_json::Value {
     let path = dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -21,7 +22,8 @@ pub fn json(name: &str) -> serde_json::Value {
 pub fn event(name: &str) -> Event {
     let mut value = json(name);
     let obj = value.as_object_mut().expect("fixture is an object");
-    obj.entry("received_at").or_insert(serde_json::json!(1_760_000_000_000u64));
+    obj.entry("received_at")
+        .or_insert(serde_json::json!(1_760_000_000_000u64));
     obj.entry("id").or_insert(serde_json::json!(name));
     serde_json::from_value(value).unwrap_or_else(|e| panic!("fixture {name} is not an event: {e}"))
 }

@@ -19,11 +19,21 @@ pub fn flywheel_bin() -> PathBuf {
         if let Ok(bin) = std::env::var("FLYWHEEL_BIN") {
             return PathBuf::from(bin);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "--package", "flywheel", "--bin", "flywheel"])
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "flywheel",
+                "--bin",
+                "flywheel",
+            ])
             .status()
             .expect("run cargo build for the flywheel binary");
         assert!(status.success(), "building the flywheel binary failed");
@@ -44,7 +54,11 @@ pub struct StagedPlugin {
 
 impl From<Artifact> for StagedPlugin {
     fn from(artifact: Artifact) -> Self {
-        Self { artifact, failure_mode: None, config: Vec::new() }
+        Self {
+            artifact,
+            failure_mode: None,
+            config: Vec::new(),
+        }
     }
 }
 
@@ -126,7 +140,10 @@ pub struct Server {
 impl Server {
     /// Start with the five example plugins (QA sampling off, so routes are exact).
     pub fn with_examples() -> Self {
-        Self::start(Options { plugins: examples_without_sampling(), ..Options::default() })
+        Self::start(Options {
+            plugins: examples_without_sampling(),
+            ..Options::default()
+        })
     }
 
     pub fn start(options: Options) -> Self {
@@ -145,7 +162,10 @@ impl Server {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         std::fs::write(
             &config_path,
-            format!("listen = \"127.0.0.1:0\"\nworkers = 2\n{}\n", options.config),
+            format!(
+                "listen = \"127.0.0.1:0\"\nworkers = 2\n{}\n",
+                options.config
+            ),
         )
         .expect("write config");
         let log = std::fs::OpenOptions::new()
@@ -205,7 +225,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    fn auth(&self, req: reqwest::blocking::RequestBuilder, token: Option<&str>) -> reqwest::blocking::RequestBuilder {
+    fn auth(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        token: Option<&str>,
+    ) -> reqwest::blocking::RequestBuilder {
         match token.or(self.token.as_deref()) {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -218,14 +242,23 @@ impl Server {
     }
 
     pub fn post_as(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
-        let resp = self.auth(self.client.post(self.url(path)).json(body), token).send().expect("POST");
+        let resp = self
+            .auth(self.client.post(self.url(path)).json(body), token)
+            .send()
+            .expect("POST");
         split(resp)
     }
 
     /// POST raw bytes with a content type.
     pub fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value) {
         let resp = self
-            .auth(self.client.post(self.url(path)).header("content-type", content_type).body(body), None)
+            .auth(
+                self.client
+                    .post(self.url(path))
+                    .header("content-type", content_type)
+                    .body(body),
+                None,
+            )
             .send()
             .expect("POST");
         split(resp)
@@ -236,12 +269,18 @@ impl Server {
     }
 
     pub fn get_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let resp = self.auth(self.client.get(self.url(path)), token).send().expect("GET");
+        let resp = self
+            .auth(self.client.get(self.url(path)), token)
+            .send()
+            .expect("GET");
         split(resp)
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let resp = self.auth(self.client.get(self.url(path)), None).send().expect("GET");
+        let resp = self
+            .auth(self.client.get(self.url(path)), None)
+            .send()
+            .expect("GET");
         let status = resp.status().as_u16();
         (status, resp.text().unwrap_or_default())
     }
@@ -254,7 +293,10 @@ impl Server {
             if status == 200 && body["status"] == "processed" {
                 return body;
             }
-            assert!(Instant::now() < deadline, "event {id} not processed in time: {status} {body}");
+            assert!(
+                Instant::now() < deadline,
+                "event {id} not processed in time: {status} {body}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -292,7 +334,11 @@ pub fn examples_without_sampling() -> Vec<StagedPlugin> {
         .iter()
         .map(|a| {
             let p = StagedPlugin::from(*a);
-            if a.name == "hitl-router" { p.config("qa-sample-rate", "0") } else { p }
+            if a.name == "hitl-router" {
+                p.config("qa-sample-rate", "0")
+            } else {
+                p
+            }
         })
         .collect()
 }

@@ -21,7 +21,12 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
     let mut server = Server::start(options.clone());
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let fixtures_cycle = ["event_thumbs_up_grounded", "event_thumbs_down_ungrounded", "event_pii_email_card", "event_clarification"];
+    let fixtures_cycle = [
+        "event_thumbs_up_grounded",
+        "event_thumbs_down_ungrounded",
+        "event_pii_email_card",
+        "event_clarification",
+    ];
 
     let clients: Vec<_> = (0..4)
         .map(|c| {
@@ -29,20 +34,30 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
             let acked = acked.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     // Alternate single events and small batches.
-                    let events: Vec<Value> = (0..if n % 2 == 0 { 1 } else { 10 })
+                    let events: Vec<Value> = (0..if n.is_multiple_of(2) { 1 } else { 10 })
                         .map(|k| {
-                            let mut e = fixtures::json(fixtures_cycle[(n + k) % fixtures_cycle.len()]);
+                            let mut e =
+                                fixtures::json(fixtures_cycle[(n + k) % fixtures_cycle.len()]);
                             e["id"] = json!(format!("c{c}-{n}-{k}"));
                             e
                         })
                         .collect();
-                    let body = if events.len() == 1 { events[0].clone() } else { json!({"events": events}) };
+                    let body = if events.len() == 1 {
+                        events[0].clone()
+                    } else {
+                        json!({"events": events})
+                    };
                     n += 1;
-                    let Ok(resp) = client.post(&url).json(&body).send() else { break };
+                    let Ok(resp) = client.post(&url).json(&body).send() else {
+                        break;
+                    };
                     if resp.status().as_u16() != 202 {
                         break;
                     }
@@ -74,7 +89,11 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
         c.join().expect("client thread");
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() >= 400, "load was applied: {} acked", acked.len());
+    assert!(
+        acked.len() >= 400,
+        "load was applied: {} acked",
+        acked.len()
+    );
 
     let server = Server::start(options);
     // Every acknowledged event is there, and everything gets processed.
@@ -104,7 +123,10 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
         for e in page["events"].as_array().expect("events") {
             listed += 1;
             assert_eq!(e["status"], "processed", "{e}");
-            if matches!(e["outcome"]["route"]["action"].as_str(), Some("label" | "review")) {
+            if matches!(
+                e["outcome"]["route"]["action"].as_str(),
+                Some("label" | "review")
+            ) {
                 queued += 1;
             }
         }
@@ -113,12 +135,19 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
             None => break,
         }
     }
-    assert!(listed >= acked.len(), "{listed} stored, {} acked", acked.len());
+    assert!(
+        listed >= acked.len(),
+        "{listed} stored, {} acked",
+        acked.len()
+    );
     let (_, metrics) = server.get_text("/metrics");
     let depth: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("flywheel_queue_depth{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(depth as usize, queued, "one queue item per routed event, none twice");
+    assert_eq!(
+        depth as usize, queued,
+        "one queue item per routed event, none twice"
+    );
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flywheel_tests::server::{Options, Server, StagedPlugin, examples_without_sampling, flywheel_bin, stage};
+use flywheel_tests::server::{
+    Options, Server, StagedPlugin, examples_without_sampling, flywheel_bin, stage,
+};
 use flywheel_tests::{fixtures, plugins};
 use serde_json::{Value, json};
 
@@ -31,7 +33,10 @@ fn wasm(a: &flywheel_tests::Artifact) -> Vec<u8> {
 fn live_hash(server: &Server, name: &str) -> String {
     let (status, body) = server.get(&format!("/v1/plugins/{name}"));
     assert_eq!(status, 200, "{body}");
-    body["live"]["hash"].as_str().expect("live hash").to_string()
+    body["live"]["hash"]
+        .as_str()
+        .expect("live hash")
+        .to_string()
 }
 
 fn hash_used_for(outcome: &Value, plugin: &str) -> Vec<String> {
@@ -58,52 +63,159 @@ fn upload_activate_rollback_and_refusals() {
     let original = live_hash(&server, "satisfaction");
 
     // Not wasm, the wrong world, and a plugin that traps on the fixtures: all refused.
-    let (status, body) = put_wasm(&server, "satisfaction", "version=9.9.9", b"not wasm at all".to_vec());
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("not_a_component")), "{body}");
-    let (status, body) = put_wasm(&server, "satisfaction", "version=9.9.9", wasm(&plugins::HITL_ROUTER));
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("wrong_world")), "{body}");
-    assert!(body["error"]["message"].as_str().expect("msg").contains("`score`"), "{body}");
-    let (status, body) = put_wasm(&server, "satisfaction", "version=9.9.9", wasm(&plugins::HOSTILE_PANIC));
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("smoke_failed")), "{body}");
-    let (status, body) = put_wasm(&server, "satisfaction", "kind=router", wasm(&plugins::SATISFACTION));
-    assert_eq!(status, 409, "a scorer's name cannot become a router: {body}");
-    assert_eq!(live_hash(&server, "satisfaction"), original, "the live version keeps serving");
-    assert_eq!(hash_used_for(&submit_wait(&server, "event_thumbs_up_grounded", "e1"), "satisfaction"), [original.clone()]);
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=9.9.9",
+        b"not wasm at all".to_vec(),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("not_a_component")),
+        "{body}"
+    );
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=9.9.9",
+        wasm(&plugins::HITL_ROUTER),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("wrong_world")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("`score`"),
+        "{body}"
+    );
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=9.9.9",
+        wasm(&plugins::HOSTILE_PANIC),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("smoke_failed")),
+        "{body}"
+    );
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "kind=router",
+        wasm(&plugins::SATISFACTION),
+    );
+    assert_eq!(
+        status, 409,
+        "a scorer's name cannot become a router: {body}"
+    );
+    assert_eq!(
+        live_hash(&server, "satisfaction"),
+        original,
+        "the live version keeps serving"
+    );
+    assert_eq!(
+        hash_used_for(
+            &submit_wait(&server, "event_thumbs_up_grounded", "e1"),
+            "satisfaction"
+        ),
+        std::slice::from_ref(&original)
+    );
 
     // A new version (same code, new manifest version) is stored, then activated.
-    let (status, stored) = put_wasm(&server, "satisfaction", "version=0.2.0&activate=false", wasm(&plugins::SATISFACTION));
+    let (status, stored) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=0.2.0&activate=false",
+        wasm(&plugins::SATISFACTION),
+    );
     assert_eq!(status, 201, "{stored}");
     let v2 = stored["hash"].as_str().expect("hash").to_string();
     assert_ne!(v2, original);
-    assert_eq!(live_hash(&server, "satisfaction"), original, "stored, not live yet");
-    let (status, again) = put_wasm(&server, "satisfaction", "version=0.2.0&activate=false", wasm(&plugins::SATISFACTION));
-    assert_eq!((status, again["created"].as_bool()), (200, Some(false)), "same bytes twice: idempotent");
+    assert_eq!(
+        live_hash(&server, "satisfaction"),
+        original,
+        "stored, not live yet"
+    );
+    let (status, again) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=0.2.0&activate=false",
+        wasm(&plugins::SATISFACTION),
+    );
+    assert_eq!(
+        (status, again["created"].as_bool()),
+        (200, Some(false)),
+        "same bytes twice: idempotent"
+    );
 
-    let (status, body) = server.post("/v1/plugins/satisfaction/activate", &json!({"version": "0.2.0"}));
+    let (status, body) = server.post(
+        "/v1/plugins/satisfaction/activate",
+        &json!({"version": "0.2.0"}),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(live_hash(&server, "satisfaction"), v2);
-    assert_eq!(hash_used_for(&submit_wait(&server, "event_thumbs_up_grounded", "e2"), "satisfaction"), [v2.clone()]);
+    assert_eq!(
+        hash_used_for(
+            &submit_wait(&server, "event_thumbs_up_grounded", "e2"),
+            "satisfaction"
+        ),
+        std::slice::from_ref(&v2)
+    );
 
     let (status, _) = server.post("/v1/plugins/satisfaction/rollback", &json!({}));
     assert_eq!(status, 200);
     assert_eq!(live_hash(&server, "satisfaction"), original);
-    assert_eq!(hash_used_for(&submit_wait(&server, "event_thumbs_up_grounded", "e3"), "satisfaction"), [original.clone()]);
+    assert_eq!(
+        hash_used_for(
+            &submit_wait(&server, "event_thumbs_up_grounded", "e3"),
+            "satisfaction"
+        ),
+        std::slice::from_ref(&original)
+    );
 
     // Disable, enable, retire; the list shows status and stats.
     let (status, body) = server.post("/v1/plugins/satisfaction/disable", &json!({}));
     assert_eq!((status, body["status"].as_str()), (200, Some("disabled")));
-    assert!(hash_used_for(&submit_wait(&server, "event_thumbs_up_grounded", "e4"), "satisfaction").is_empty());
+    assert!(
+        hash_used_for(
+            &submit_wait(&server, "event_thumbs_up_grounded", "e4"),
+            "satisfaction"
+        )
+        .is_empty()
+    );
     let (status, body) = server.post("/v1/plugins/satisfaction/enable", &json!({}));
     assert_eq!((status, body["status"].as_str()), (200, Some("active")));
     let (_, list) = server.get("/v1/plugins");
-    let sat = list["plugins"].as_array().expect("plugins").iter().find(|p| p["name"] == "satisfaction").expect("listed").clone();
-    assert!(sat["live"]["stats"]["calls"].as_u64().expect("calls") >= 2, "{sat}");
+    let sat = list["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["name"] == "satisfaction")
+        .expect("listed")
+        .clone();
+    assert!(
+        sat["live"]["stats"]["calls"].as_u64().expect("calls") >= 2,
+        "{sat}"
+    );
     assert!(sat["live"]["stats"]["p99_us"].is_u64(), "{sat}");
-    let resp = server.client.delete(server.url("/v1/plugins/satisfaction")).send().expect("DELETE");
+    let resp = server
+        .client
+        .delete(server.url("/v1/plugins/satisfaction"))
+        .send()
+        .expect("DELETE");
     assert_eq!(resp.status().as_u16(), 200);
     let (_, shown) = server.get("/v1/plugins/satisfaction");
     assert_eq!(shown["status"], "retired");
-    assert_eq!(shown["versions"].as_array().map(Vec::len), Some(2), "history kept");
+    assert_eq!(
+        shown["versions"].as_array().map(Vec::len),
+        Some(2),
+        "history kept"
+    );
     assert!(shown["audit"].as_array().expect("audit").len() >= 5);
 }
 
@@ -111,11 +223,19 @@ fn upload_activate_rollback_and_refusals() {
 fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
     let server = Server::with_examples();
     // Candidate: the same router sampling every accepted answer into QA.
-    let (status, body) = put_wasm(&server, "hitl-router", "version=0.2.0&shadow=true&config.qa-sample-rate=1", wasm(&plugins::HITL_ROUTER));
+    let (status, body) = put_wasm(
+        &server,
+        "hitl-router",
+        "version=0.2.0&shadow=true&config.qa-sample-rate=1",
+        wasm(&plugins::HITL_ROUTER),
+    );
     assert_eq!(status, 201, "{body}");
     let candidate = body["hash"].as_str().expect("hash").to_string();
     let accept = submit_wait(&server, "event_thumbs_up_grounded", "s1");
-    assert_eq!(accept["route"]["action"], "accept", "the shadow never routes: {accept}");
+    assert_eq!(
+        accept["route"]["action"], "accept",
+        "the shadow never routes: {accept}"
+    );
     assert_eq!(accept["shadow"][0]["candidate"]["hash"], candidate.as_str());
     assert_eq!(accept["shadow"][0]["route"]["queue"], "qa");
     assert_eq!(accept["shadow"][0]["agrees"], false);
@@ -125,13 +245,28 @@ fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
 
     let (status, report) = server.get("/v1/plugins/hitl-router/shadow/report");
     assert_eq!(status, 200, "{report}");
-    assert_eq!((report["events"].as_u64(), report["agree"].as_u64()), (Some(3), Some(1)), "{report}");
-    let differing: Vec<&str> = report["differing"].as_array().expect("differing").iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(
+        (report["events"].as_u64(), report["agree"].as_u64()),
+        (Some(3), Some(1)),
+        "{report}"
+    );
+    let differing: Vec<&str> = report["differing"]
+        .as_array()
+        .expect("differing")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
     assert_eq!(differing, ["s1", "s3"]);
-    assert_eq!(report["route_changes"], json!([{"from": "accept", "to": "label:qa", "count": 2}]));
+    assert_eq!(
+        report["route_changes"],
+        json!([{"from": "accept", "to": "label:qa", "count": 2}])
+    );
 
     // Promote the candidate: it serves, and nothing shadows any more.
-    let (status, _) = server.post("/v1/plugins/hitl-router/activate", &json!({"version": candidate}));
+    let (status, _) = server.post(
+        "/v1/plugins/hitl-router/activate",
+        &json!({"version": candidate}),
+    );
     assert_eq!(status, 200);
     let promoted = submit_wait(&server, "event_thumbs_up_grounded", "s4");
     assert_eq!(promoted["route"]["queue"], "qa");
@@ -141,19 +276,32 @@ fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
 #[test]
 fn a_plugin_failing_repeatedly_is_quarantined_with_its_failure_mode() {
     let server = Server::start(Options {
-        plugins: [examples_without_sampling(), vec![StagedPlugin::from(plugins::HOSTILE_ERROR).fail_closed()]].concat(),
+        plugins: [
+            examples_without_sampling(),
+            vec![StagedPlugin::from(plugins::HOSTILE_ERROR).fail_closed()],
+        ]
+        .concat(),
         config: "[pipeline]\nquarantine-after = 3\n".into(),
         ..Options::default()
     });
     for i in 0..3 {
         let outcome = submit_wait(&server, "event_thumbs_up_grounded", &format!("q{i}"));
-        assert_eq!(outcome["route"]["queue"], "review", "fail-closed: {outcome}");
+        assert_eq!(
+            outcome["route"]["queue"], "review",
+            "fail-closed: {outcome}"
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, entry) = server.get("/v1/plugins/hostile-error");
         if entry["status"] == "quarantined" {
-            assert!(entry["status_reason"].as_str().expect("reason").contains("3 times"), "{entry}");
+            assert!(
+                entry["status_reason"]
+                    .as_str()
+                    .expect("reason")
+                    .contains("3 times"),
+                "{entry}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "not quarantined: {entry}");
@@ -161,9 +309,18 @@ fn a_plugin_failing_repeatedly_is_quarantined_with_its_failure_mode() {
     }
     assert!(server.log().contains("quarantined"), "a log line says so");
     let outcome = submit_wait(&server, "event_thumbs_up_grounded", "q-after");
-    let call = outcome["calls"].as_array().expect("calls").iter().find(|c| c["plugin"]["name"] == "hostile-error").expect("recorded").clone();
+    let call = outcome["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .find(|c| c["plugin"]["name"] == "hostile-error")
+        .expect("recorded")
+        .clone();
     assert_eq!(call["error"]["class"], "unavailable", "not called: {call}");
-    assert_eq!(outcome["route"]["action"], "review", "its failure mode still applies: {outcome}");
+    assert_eq!(
+        outcome["route"]["action"], "review",
+        "its failure mode still applies: {outcome}"
+    );
 
     let (status, body) = server.post("/v1/plugins/hostile-error/enable", &json!({}));
     assert_eq!((status, body["status"].as_str()), (200, Some("active")));
@@ -179,16 +336,31 @@ fn dropping_files_in_the_plugin_directory_hot_loads_them() {
     assert_eq!(before["plugins"].as_array().map(Vec::len), Some(5));
 
     std::fs::write(dir.join("broken.wasm"), b"garbage").expect("write");
-    std::fs::write(dir.join("broken.toml"), "name = \"broken\"\nkind = \"scorer\"\nversion = \"1\"\n").expect("write");
+    std::fs::write(
+        dir.join("broken.toml"),
+        "name = \"broken\"\nkind = \"scorer\"\nversion = \"1\"\n",
+    )
+    .expect("write");
     stage(&dir, &[StagedPlugin::from(plugins::HOSTILE_ERROR)]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, list) = server.get("/v1/plugins");
-        let names: Vec<&str> = list["plugins"].as_array().expect("plugins").iter().filter_map(|p| p["name"].as_str()).collect();
+        let names: Vec<&str> = list["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
         let errors = list["directory_errors"].as_array().map_or(0, Vec::len);
         if names.contains(&"hostile-error") && errors == 1 {
-            assert!(list["directory_errors"][0]["path"].as_str().expect("path").ends_with("broken.wasm"), "{list}");
+            assert!(
+                list["directory_errors"][0]["path"]
+                    .as_str()
+                    .expect("path")
+                    .ends_with("broken.wasm"),
+                "{list}"
+            );
             assert!(!names.contains(&"broken"));
             break;
         }
@@ -196,24 +368,46 @@ fn dropping_files_in_the_plugin_directory_hot_loads_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let outcome = submit_wait(&server, "event_no_feedback", "h1");
-    assert_eq!(hash_used_for(&outcome, "hostile-error").len(), 1, "the new plugin runs: {outcome}");
+    assert_eq!(
+        hash_used_for(&outcome, "hostile-error").len(),
+        1,
+        "the new plugin runs: {outcome}"
+    );
 }
 
 #[test]
 fn the_registry_survives_a_restart() {
     let data = tempfile::tempdir().expect("tmp");
-    let options = Options { plugins: examples_without_sampling(), data_dir: Some(data.path().to_path_buf()), ..Options::default() };
+    let options = Options {
+        plugins: examples_without_sampling(),
+        data_dir: Some(data.path().to_path_buf()),
+        ..Options::default()
+    };
     let mut server = Server::start(options.clone());
-    let (status, body) = put_wasm(&server, "satisfaction", "version=0.3.0&activate=true", wasm(&plugins::SATISFACTION));
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=0.3.0&activate=true",
+        wasm(&plugins::SATISFACTION),
+    );
     assert_eq!(status, 201, "{body}");
     let v3 = body["hash"].as_str().expect("hash").to_string();
-    let (status, _) = put_wasm(&server, "hostile-error", "kind=scorer&version=1.0.0", wasm(&plugins::HOSTILE_ERROR));
+    let (status, _) = put_wasm(
+        &server,
+        "hostile-error",
+        "kind=scorer&version=1.0.0",
+        wasm(&plugins::HOSTILE_ERROR),
+    );
     assert_eq!(status, 201);
     server.post("/v1/plugins/hostile-error/disable", &json!({}));
     server.kill9();
 
     let server = Server::start(options);
-    assert_eq!(live_hash(&server, "satisfaction"), v3, "the API's choice survives the directory rescan");
+    assert_eq!(
+        live_hash(&server, "satisfaction"),
+        v3,
+        "the API's choice survives the directory rescan"
+    );
     let (_, entry) = server.get("/v1/plugins/hostile-error");
     assert_eq!(entry["status"], "disabled");
     let outcome = submit_wait(&server, "event_thumbs_up_grounded", "r1");
@@ -225,7 +419,12 @@ fn the_registry_survives_a_restart() {
 fn swapping_versions_under_load_fails_no_request() {
     let server = Server::with_examples();
     let v1 = live_hash(&server, "satisfaction");
-    let (_, body) = put_wasm(&server, "satisfaction", "version=0.2.0&activate=false", wasm(&plugins::SATISFACTION));
+    let (_, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "version=0.2.0&activate=false",
+        wasm(&plugins::SATISFACTION),
+    );
     let v2 = body["hash"].as_str().expect("hash").to_string();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,7 +432,12 @@ fn swapping_versions_under_load_fails_no_request() {
     let ids: Arc<Mutex<Vec<String>>> = Arc::default();
     let clients: Vec<_> = (0..3)
         .map(|c| {
-            let (url, stop, failures, ids) = (server.url("/v1/events"), stop.clone(), failures.clone(), ids.clone());
+            let (url, stop, failures, ids) = (
+                server.url("/v1/events"),
+                stop.clone(),
+                failures.clone(),
+                ids.clone(),
+            );
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::new();
                 let mut n = 0;
@@ -242,7 +446,10 @@ fn swapping_versions_under_load_fails_no_request() {
                     e["id"] = json!(format!("swap-{c}-{n}"));
                     n += 1;
                     match client.post(&url).json(&e).send() {
-                        Ok(r) if r.status().as_u16() == 202 => ids.lock().expect("lock").push(e["id"].as_str().expect("id").into()),
+                        Ok(r) if r.status().as_u16() == 202 => ids
+                            .lock()
+                            .expect("lock")
+                            .push(e["id"].as_str().expect("id").into()),
                         _ => {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
@@ -253,7 +460,10 @@ fn swapping_versions_under_load_fails_no_request() {
         .collect();
     for i in 0..30 {
         let target = if i % 2 == 0 { &v2 } else { &v1 };
-        let (status, body) = server.post("/v1/plugins/satisfaction/activate", &json!({"version": target}));
+        let (status, body) = server.post(
+            "/v1/plugins/satisfaction/activate",
+            &json!({"version": target}),
+        );
         assert_eq!(status, 200, "{body}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -261,7 +471,11 @@ fn swapping_versions_under_load_fails_no_request() {
     for c in clients {
         c.join().expect("client");
     }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed during swaps");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed during swaps"
+    );
     let ids = ids.lock().expect("lock").clone();
     assert!(ids.len() > 50, "load was applied: {}", ids.len());
     let (mut on_v1, mut on_v2) = (0, 0);
@@ -271,21 +485,42 @@ fn swapping_versions_under_load_fails_no_request() {
         let used = hash_used_for(outcome, "satisfaction");
         assert_eq!(used.len(), 1, "exactly one satisfaction version: {outcome}");
         // One consistent set: every call was made by a plugin of the recorded set.
-        let set: Vec<&Value> = outcome["plugins"].as_array().expect("plugins").iter().collect();
+        let set: Vec<&Value> = outcome["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .collect();
         for call in outcome["calls"].as_array().expect("calls") {
             assert!(set.contains(&&call["plugin"]), "{outcome}");
         }
-        if used[0] == v1 { on_v1 += 1 } else if used[0] == v2 { on_v2 += 1 } else { panic!("unknown version {used:?}") }
+        if used[0] == v1 {
+            on_v1 += 1
+        } else if used[0] == v2 {
+            on_v2 += 1
+        } else {
+            panic!("unknown version {used:?}")
+        }
     }
-    assert!(on_v1 > 0 && on_v2 > 0, "both versions served: {on_v1} / {on_v2}");
+    assert!(
+        on_v1 > 0 && on_v2 > 0,
+        "both versions served: {on_v1} / {on_v2}"
+    );
 }
 
 #[test]
 fn replay_reports_exact_changes_over_a_known_corpus() {
     let data = tempfile::tempdir().expect("tmp");
-    let mut server = Server::start(Options { plugins: examples_without_sampling(), data_dir: Some(data.path().to_path_buf()), ..Options::default() });
+    let mut server = Server::start(Options {
+        plugins: examples_without_sampling(),
+        data_dir: Some(data.path().to_path_buf()),
+        ..Options::default()
+    });
     let mut events = Vec::new();
-    for (fixture, n) in [("event_thumbs_up_grounded", 10), ("event_pii_email_card", 5), ("event_thumbs_down_ungrounded", 5)] {
+    for (fixture, n) in [
+        ("event_thumbs_up_grounded", 10),
+        ("event_pii_email_card", 5),
+        ("event_thumbs_down_ungrounded", 5),
+    ] {
         for i in 0..n {
             let mut e = fixtures::json(fixture);
             e["id"] = json!(format!("{fixture}-{i}"));
@@ -294,31 +529,64 @@ fn replay_reports_exact_changes_over_a_known_corpus() {
     }
     let (status, _) = server.post("/v1/events?wait=true", &json!({"events": events}));
     assert_eq!(status, 200);
-    let (status, body) = put_wasm(&server, "hitl-router", "version=0.2.0&activate=false&config.qa-sample-rate=1", wasm(&plugins::HITL_ROUTER));
+    let (status, body) = put_wasm(
+        &server,
+        "hitl-router",
+        "version=0.2.0&activate=false&config.qa-sample-rate=1",
+        wasm(&plugins::HITL_ROUTER),
+    );
     assert_eq!(status, 201, "{body}");
     let before = live_hash(&server, "hitl-router");
 
-    let (status, report) = server.post("/v1/replay", &json!({"plugin": "hitl-router", "version": "0.2.0"}));
+    let (status, report) = server.post(
+        "/v1/replay",
+        &json!({"plugin": "hitl-router", "version": "0.2.0"}),
+    );
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["events"], 20);
     assert_eq!(report["routes_changed"], 10);
     let changes = report["route_changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 1, "{report}");
-    assert_eq!((changes[0]["from"].as_str(), changes[0]["to"].as_str(), changes[0]["count"].as_u64()), (Some("accept"), Some("label:qa"), Some(10)));
+    assert_eq!(
+        (
+            changes[0]["from"].as_str(),
+            changes[0]["to"].as_str(),
+            changes[0]["count"].as_u64()
+        ),
+        (Some("accept"), Some("label:qa"), Some(10))
+    );
     assert_eq!(changes[0]["examples"].as_array().map(Vec::len), Some(5));
     assert!(report["events_per_second"].as_f64().expect("rate") > 0.0);
 
     // Filtered to the review traffic, nothing changes; and replay changed nothing stored.
-    let (_, filtered) = server.post("/v1/replay", &json!({"plugin": "hitl-router", "version": "0.2.0", "route": "review"}));
-    assert_eq!((filtered["events"].as_u64(), filtered["routes_changed"].as_u64()), (Some(5), Some(0)), "{filtered}");
+    let (_, filtered) = server.post(
+        "/v1/replay",
+        &json!({"plugin": "hitl-router", "version": "0.2.0", "route": "review"}),
+    );
+    assert_eq!(
+        (
+            filtered["events"].as_u64(),
+            filtered["routes_changed"].as_u64()
+        ),
+        (Some(5), Some(0)),
+        "{filtered}"
+    );
     assert_eq!(live_hash(&server, "hitl-router"), before);
     let record = server.wait_processed("event_thumbs_up_grounded-0");
     assert_eq!(record["outcome"]["route"]["action"], "accept");
 
     // A scorer candidate: same logic, so no route moves and the score distribution holds.
-    let (_, body) = put_wasm(&server, "groundedness", "version=0.2.0&activate=false", wasm(&plugins::GROUNDEDNESS));
+    let (_, body) = put_wasm(
+        &server,
+        "groundedness",
+        "version=0.2.0&activate=false",
+        wasm(&plugins::GROUNDEDNESS),
+    );
     assert!(body["hash"].is_string(), "{body}");
-    let (_, scorer) = server.post("/v1/replay", &json!({"plugin": "groundedness", "version": "0.2.0"}));
+    let (_, scorer) = server.post(
+        "/v1/replay",
+        &json!({"plugin": "groundedness", "version": "0.2.0"}),
+    );
     assert_eq!(scorer["routes_changed"], 0, "{scorer}");
     let shift = &scorer["scores"]["groundedness"];
     assert_eq!(shift["before"]["count"], shift["after"]["count"]);
@@ -327,11 +595,25 @@ fn replay_reports_exact_changes_over_a_known_corpus() {
     // The CLI gives the same answer on the stopped server's data directory.
     server.kill9();
     let out = std::process::Command::new(flywheel_bin())
-        .args(["replay", "--plugin", "hitl-router", "--version", "0.2.0", "--data"])
+        .args([
+            "replay",
+            "--plugin",
+            "hitl-router",
+            "--version",
+            "0.2.0",
+            "--data",
+        ])
         .arg(data.path())
         .output()
         .expect("run replay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli: Value = serde_json::from_slice(&out.stdout).expect("json report");
-    assert_eq!((cli["events"].as_u64(), cli["routes_changed"].as_u64()), (Some(20), Some(10)));
+    assert_eq!(
+        (cli["events"].as_u64(), cli["routes_changed"].as_u64()),
+        (Some(20), Some(10))
+    );
 }

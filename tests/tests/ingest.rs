@@ -23,18 +23,30 @@ fn a_single_event_is_stored_processed_and_readable() {
     assert_eq!(id.len(), 26, "a ULID is assigned: {id}");
 
     let record = server.wait_processed(&id);
-    assert_eq!(record["input"], "How many days do I have to return a laptop?");
+    assert_eq!(
+        record["input"],
+        "How many days do I have to return a laptop?"
+    );
     assert_eq!(record["metadata"]["app"], "helpdesk");
     let outcome = &record["outcome"];
     assert_eq!(outcome["route"]["action"], "accept", "{outcome}");
-    let names: Vec<&str> = outcome["scores"].as_array().expect("scores").iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = outcome["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     for expected in ["satisfaction", "groundedness", "sensitive"] {
         assert!(names.contains(&expected), "{names:?}");
     }
     let calls = outcome["calls"].as_array().expect("calls");
     assert_eq!(calls.len(), 4, "three scorers and one router: {outcome}");
     for call in calls {
-        assert_eq!(call["plugin"]["hash"].as_str().map(str::len), Some(64), "{call}");
+        assert_eq!(
+            call["plugin"]["hash"].as_str().map(str::len),
+            Some(64),
+            "{call}"
+        );
         assert!(call["duration_us"].is_u64());
         assert!(call.get("error").is_none(), "{call}");
     }
@@ -72,7 +84,12 @@ fn wait_returns_the_decision_for_accept_label_and_review() {
     }
     // Label and review routes put an item on the named queue.
     let (_, listed) = server.get("/v1/events?queue=compliance");
-    let ids: Vec<&str> = listed["events"].as_array().expect("events").iter().filter_map(|e| e["id"].as_str()).collect();
+    let ids: Vec<&str> = listed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
     assert_eq!(ids, ["pii-email-card"]);
     let (_, labeled) = server.get("/v1/events?route=label");
     assert_eq!(labeled["events"].as_array().map(Vec::len), Some(2));
@@ -89,12 +106,25 @@ fn a_batch_reports_each_item_and_one_bad_item_sinks_nothing() {
     let batch = json!({"events": [good, bad, dup.clone(), dup]});
     let (status, body) = server.post("/v1/events", &batch);
     assert_eq!(status, 202, "{body}");
-    assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64(), body["invalid"].as_u64()), (Some(2), Some(1), Some(1)), "{body}");
+    assert_eq!(
+        (
+            body["accepted"].as_u64(),
+            body["duplicates"].as_u64(),
+            body["invalid"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{body}"
+    );
     let results = body["results"].as_array().expect("results");
     assert_eq!(results[0]["status"], "accepted");
     assert_eq!(results[1]["status"], "invalid");
     assert_eq!(results[1]["error"]["code"], "out_of_range");
-    assert!(results[1]["error"]["message"].as_str().expect("msg").contains("events[1].feedback.value"));
+    assert!(
+        results[1]["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("events[1].feedback.value")
+    );
     assert_eq!(results[2]["status"], "accepted");
     assert_eq!(results[3]["status"], "duplicate");
     assert_eq!(results[3]["id"], "batch-dup");
@@ -104,7 +134,11 @@ fn a_batch_reports_each_item_and_one_bad_item_sinks_nothing() {
 
     let too_many = json!({"events": vec![without_id("event_no_feedback"); 1001]});
     let (status, body) = server.post("/v1/events", &too_many);
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("batch_too_large")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("batch_too_large")),
+        "{body}"
+    );
 
     let all_bad = json!({"events": [{"input": "q"}]});
     let (status, body) = server.post("/v1/events", &all_bad);
@@ -123,7 +157,10 @@ fn resubmitting_an_id_is_idempotent() {
     let mut changed = event.clone();
     changed["output"] = json!("a different answer");
     let (s2, second) = server.post("/v1/events", &changed);
-    assert_eq!((s2, second["status"].as_str(), second["id"].as_str()), (202, Some("duplicate"), Some("correction-too-long")));
+    assert_eq!(
+        (s2, second["status"].as_str(), second["id"].as_str()),
+        (202, Some("duplicate"), Some("correction-too-long"))
+    );
     let after = server.wait_processed("correction-too-long");
     assert_eq!(after, original, "the original is kept unchanged");
     let (_, page) = server.get("/v1/events");
@@ -137,8 +174,13 @@ fn bad_input_gets_a_clear_error_naming_the_field() {
         config: "[limits]\nmax-body-bytes = 200000\nmax-text-bytes = 1000\n".into(),
         ..Options::default()
     });
-    let (status, body) = server.post_raw("/v1/events", b"{\"input\": ".to_vec(), "application/json");
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")), "{body}");
+    let (status, body) =
+        server.post_raw("/v1/events", b"{\"input\": ".to_vec(), "application/json");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{body}"
+    );
 
     let base = without_id("event_no_feedback");
     let with = |f: &dyn Fn(&mut Value)| {
@@ -147,15 +189,51 @@ fn bad_input_gets_a_clear_error_naming_the_field() {
         v
     };
     let cases: Vec<(Value, &str, &str)> = vec![
-        (with(&|v| { v.as_object_mut().expect("o").remove("output"); }), "missing_field", "`output`"),
-        (with(&|v| { v.as_object_mut().expect("o").remove("feedback"); }), "missing_field", "`feedback`"),
+        (
+            with(&|v| {
+                v.as_object_mut().expect("o").remove("output");
+            }),
+            "missing_field",
+            "`output`",
+        ),
+        (
+            with(&|v| {
+                v.as_object_mut().expect("o").remove("feedback");
+            }),
+            "missing_field",
+            "`feedback`",
+        ),
         (with(&|v| v["input"] = json!(42)), "invalid_type", "`input`"),
-        (with(&|v| v["context"] = json!("one passage")), "invalid_type", "`context`"),
-        (with(&|v| v["feedback"] = json!({"type": "emoji", "value": ":)"})), "unknown_feedback_type", "emoji"),
-        (with(&|v| v["feedback"] = json!({"type": "rating", "value": 0, "scale": 5})), "out_of_range", "feedback.value"),
-        (with(&|v| v["feedback"] = json!({"type": "thumbs", "value": "sideways"})), "invalid_value", "feedback.value"),
-        (with(&|v| v["output"] = json!("x".repeat(1001))), "too_long", "`output`"),
-        (with(&|v| v["mood"] = json!("happy")), "unknown_field", "mood"),
+        (
+            with(&|v| v["context"] = json!("one passage")),
+            "invalid_type",
+            "`context`",
+        ),
+        (
+            with(&|v| v["feedback"] = json!({"type": "emoji", "value": ":)"})),
+            "unknown_feedback_type",
+            "emoji",
+        ),
+        (
+            with(&|v| v["feedback"] = json!({"type": "rating", "value": 0, "scale": 5})),
+            "out_of_range",
+            "feedback.value",
+        ),
+        (
+            with(&|v| v["feedback"] = json!({"type": "thumbs", "value": "sideways"})),
+            "invalid_value",
+            "feedback.value",
+        ),
+        (
+            with(&|v| v["output"] = json!("x".repeat(1001))),
+            "too_long",
+            "`output`",
+        ),
+        (
+            with(&|v| v["mood"] = json!("happy")),
+            "unknown_field",
+            "mood",
+        ),
     ];
     for (event, code, needle) in cases {
         let (status, body) = server.post("/v1/events", &event);
@@ -166,7 +244,11 @@ fn bad_input_gets_a_clear_error_naming_the_field() {
     }
     let huge = with(&|v| v["context"] = json!(vec!["y".repeat(900); 250]));
     let (status, body) = server.post("/v1/events", &huge);
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
 
     // Nothing was stored by any of that.
     let (_, page) = server.get("/v1/events");
@@ -189,11 +271,18 @@ fn tokens_decide_who_may_do_what() {
     });
     let event = without_id("event_no_feedback");
     let (status, body) = server.post_as("/v1/events", &event, None);
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, _) = server.post_as("/v1/events", &event, Some("wrong-token-0123456789"));
     assert_eq!(status, 401);
     let (status, body) = server.post_as("/v1/events", &event, Some(reviewer));
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     let (status, body) = server.post_as("/v1/events", &event, Some(ingest));
     assert_eq!(status, 202, "{body}");
     let (status, _) = server.post_as("/v1/events", &event, Some(admin));
@@ -216,21 +305,36 @@ fn an_open_server_refuses_a_public_address() {
         .expect("run flywheel");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no tokens configured") && stderr.contains("loopback"), "{stderr}");
+    assert!(
+        stderr.contains("no tokens configured") && stderr.contains("loopback"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_failing_plugin_never_loses_the_event() {
     // hostile-error fails every call. Fail-open: its vote is ignored.
     let open = Server::start(Options {
-        plugins: [examples_without_sampling(), vec![StagedPlugin::from(plugins::HOSTILE_ERROR)]].concat(),
+        plugins: [
+            examples_without_sampling(),
+            vec![StagedPlugin::from(plugins::HOSTILE_ERROR)],
+        ]
+        .concat(),
         ..Options::default()
     });
-    let (status, body) = open.post("/v1/events?wait=true", &fixtures::json("event_thumbs_up_grounded"));
+    let (status, body) = open.post(
+        "/v1/events?wait=true",
+        &fixtures::json("event_thumbs_up_grounded"),
+    );
     assert_eq!(status, 200, "{body}");
     let outcome = &body["outcome"];
     assert_eq!(outcome["route"]["action"], "accept", "{outcome}");
-    let failed: Vec<&Value> = outcome["calls"].as_array().expect("calls").iter().filter(|c| c.get("error").is_some()).collect();
+    let failed: Vec<&Value> = outcome["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| c.get("error").is_some())
+        .collect();
     assert_eq!(failed.len(), 1, "{outcome}");
     assert_eq!(failed[0]["plugin"]["name"], "hostile-error");
     assert_eq!(failed[0]["error"]["class"], "plugin_error");
@@ -238,17 +342,34 @@ fn a_failing_plugin_never_loses_the_event() {
 
     // hostile-panic as fail-closed: the event goes to review, with the error recorded.
     let closed = Server::start(Options {
-        plugins: [examples_without_sampling(), vec![StagedPlugin::from(plugins::HOSTILE_PANIC).fail_closed()]].concat(),
+        plugins: [
+            examples_without_sampling(),
+            vec![StagedPlugin::from(plugins::HOSTILE_PANIC).fail_closed().config("spare-ids-with-prefix", "smoke-")],
+        ]
+        .concat(),
         ..Options::default()
     });
-    let (status, body) = closed.post("/v1/events?wait=true", &fixtures::json("event_thumbs_up_grounded"));
+    let (status, body) = closed.post(
+        "/v1/events?wait=true",
+        &fixtures::json("event_thumbs_up_grounded"),
+    );
     assert_eq!(status, 200, "{body}");
     let outcome = &body["outcome"];
     assert_eq!(outcome["route"]["action"], "review", "{outcome}");
     assert_eq!(outcome["route"]["queue"], "review");
-    let imposed = outcome["votes"].as_array().expect("votes").iter().find(|v| v["imposed"] == true).expect("imposed vote");
+    let imposed = outcome["votes"]
+        .as_array()
+        .expect("votes")
+        .iter()
+        .find(|v| v["imposed"] == true)
+        .expect("imposed vote");
     assert_eq!(imposed["plugin"], "hostile-panic");
-    let call = outcome["calls"].as_array().expect("calls").iter().find(|c| c["plugin"]["name"] == "hostile-panic").expect("call");
+    let call = outcome["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .find(|c| c["plugin"]["name"] == "hostile-panic")
+        .expect("call");
     assert_eq!(call["error"]["class"], "trap");
     assert_eq!(call["failure_mode"], "fail-closed");
     // The host is fine: the next event is processed too.
@@ -259,7 +380,14 @@ fn a_failing_plugin_never_loses_the_event() {
 #[test]
 fn a_looping_plugin_is_stopped_and_the_server_stays_up() {
     let server = Server::start(Options {
-        plugins: [examples_without_sampling(), vec![StagedPlugin::from(plugins::HOSTILE_LOOP), StagedPlugin::from(plugins::HOSTILE_MEMORY)]].concat(),
+        plugins: [
+            examples_without_sampling(),
+            vec![
+                StagedPlugin::from(plugins::HOSTILE_LOOP).config("spare-ids-with-prefix", "smoke-"),
+                StagedPlugin::from(plugins::HOSTILE_MEMORY).config("spare-ids-with-prefix", "smoke-"),
+            ],
+        ]
+        .concat(),
         ..Options::default()
     });
     for i in 0..3 {
@@ -267,7 +395,12 @@ fn a_looping_plugin_is_stopped_and_the_server_stays_up() {
         e["id"] = json!(format!("loop-{i}"));
         let (status, body) = server.post("/v1/events?wait=true", &e);
         assert_eq!(status, 200, "{body}");
-        let classes: Vec<&str> = body["outcome"]["calls"].as_array().expect("calls").iter().filter_map(|c| c["error"]["class"].as_str()).collect();
+        let classes: Vec<&str> = body["outcome"]["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .filter_map(|c| c["error"]["class"].as_str())
+            .collect();
         assert_eq!(classes, ["timeout", "out_of_memory"], "{body}");
     }
     let (status, _) = server.get("/healthz");
@@ -280,7 +413,10 @@ fn health_readiness_and_metrics() {
     let (status, ready) = server.get("/readyz");
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["plugins"].as_array().map(Vec::len), Some(5));
-    server.post("/v1/events?wait=true", &fixtures::json("event_pii_email_card"));
+    server.post(
+        "/v1/events?wait=true",
+        &fixtures::json("event_pii_email_card"),
+    );
     server.post("/v1/events", &json!({"input": 1}));
     let (status, text) = server.get_text("/metrics");
     assert_eq!(status, 200);
@@ -301,7 +437,11 @@ fn listing_filters_and_pages() {
     let server = Server::with_examples();
     let mut batch = Vec::new();
     for i in 0..30 {
-        let fixture = if i % 3 == 0 { "event_thumbs_down_ungrounded" } else { "event_rating_four_of_five" };
+        let fixture = if i % 3 == 0 {
+            "event_thumbs_down_ungrounded"
+        } else {
+            "event_rating_four_of_five"
+        };
         let mut e = fixtures::json(fixture);
         e["id"] = json!(format!("list-{i:02}"));
         batch.push(e);
@@ -317,7 +457,13 @@ fn listing_filters_and_pages() {
         };
         let (status, page) = server.get(&path);
         assert_eq!(status, 200, "{page}");
-        seen.extend(page["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_string()));
+        seen.extend(
+            page["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["id"].as_str().expect("id").to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -331,7 +477,14 @@ fn listing_filters_and_pages() {
     let (_, v4) = server.get("/v1/events?prompt=support-answer&prompt_version=4&limit=100");
     assert_eq!(v4["events"].as_array().map(Vec::len), Some(20));
     let (status, body) = server.get("/v1/events?limit=0");
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("out_of_range")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("out_of_range"))
+    );
     let (status, body) = server.get("/v1/events?colour=red");
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{body}"
+    );
 }

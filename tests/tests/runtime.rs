@@ -84,7 +84,10 @@ fn satisfaction_maps_every_signal_to_one_score() {
                 assert!((s.value - v).abs() < 1e-9, "{fixture}: {s:?}");
                 assert!(s.reason.is_some(), "{fixture}: a reason for people");
             }
-            None => assert!(scores.is_empty(), "{fixture}: no feedback is unknown, not neutral"),
+            None => assert!(
+                scores.is_empty(),
+                "{fixture}: no feedback is unknown, not neutral"
+            ),
         }
     }
 }
@@ -92,32 +95,59 @@ fn satisfaction_maps_every_signal_to_one_score() {
 #[test]
 fn groundedness_penalises_unsupported_numbers_and_names() {
     let p = load(&plugins::GROUNDEDNESS);
-    let good = only(&score_one(&p, &fixtures::event("event_thumbs_up_grounded")), "groundedness");
-    let bad = only(&score_one(&p, &fixtures::event("event_thumbs_down_ungrounded")), "groundedness");
+    let good = only(
+        &score_one(&p, &fixtures::event("event_thumbs_up_grounded")),
+        "groundedness",
+    );
+    let bad = only(
+        &score_one(&p, &fixtures::event("event_thumbs_down_ungrounded")),
+        "groundedness",
+    );
     assert!(good.value >= 0.7, "{good:?}");
     assert!(bad.value < 0.5, "{bad:?}");
     assert!(bad.value < good.value);
     let reason = bad.reason.unwrap_or_default();
-    assert!(reason.contains("90") || reason.contains("Zenith"), "names what is unsupported: {reason}");
+    assert!(
+        reason.contains("90") || reason.contains("Zenith"),
+        "names what is unsupported: {reason}"
+    );
     let no_context = score_one(&p, &fixtures::event("event_medical_advice"));
-    assert!(no_context.is_empty(), "cannot judge without context: {no_context:?}");
+    assert!(
+        no_context.is_empty(),
+        "cannot judge without context: {no_context:?}"
+    );
 }
 
 #[test]
 fn sensitive_finds_pii_with_luhn_and_regulated_topics() {
     let p = load(&plugins::SENSITIVE);
-    let pii = only(&score_one(&p, &fixtures::event("event_pii_email_card")), "sensitive");
+    let pii = only(
+        &score_one(&p, &fixtures::event("event_pii_email_card")),
+        "sensitive",
+    );
     assert!(pii.value >= 0.9, "{pii:?}");
     let label = pii.label.clone().unwrap_or_default();
-    assert!(label.contains("pii:email") && label.contains("pii:card"), "{label}");
+    assert!(
+        label.contains("pii:email") && label.contains("pii:card"),
+        "{label}"
+    );
     let reason = pii.reason.clone().unwrap_or_default();
-    assert!(!reason.contains("4111 1111 1111 1111") && !reason.contains("jane.doe@example.com"), "redacted: {reason}");
+    assert!(
+        !reason.contains("4111 1111 1111 1111") && !reason.contains("jane.doe@example.com"),
+        "redacted: {reason}"
+    );
 
-    let medical = only(&score_one(&p, &fixtures::event("event_medical_advice")), "sensitive");
+    let medical = only(
+        &score_one(&p, &fixtures::event("event_medical_advice")),
+        "sensitive",
+    );
     assert!(medical.label.unwrap_or_default().contains("topic:medical"));
     assert!(medical.value >= 0.5 && medical.value < pii.value);
 
-    let clean = only(&score_one(&p, &fixtures::event("event_thumbs_up_grounded")), "sensitive");
+    let clean = only(
+        &score_one(&p, &fixtures::event("event_thumbs_up_grounded")),
+        "sensitive",
+    );
     assert_eq!(clean.value, 0.0, "{clean:?}");
 
     // A 16-digit number that fails the Luhn check is not a card.
@@ -129,10 +159,14 @@ fn sensitive_finds_pii_with_luhn_and_regulated_topics() {
 
 /// Scores from the three example scorers, as the pipeline would gather them.
 fn all_scores(event: &Event) -> Vec<Score> {
-    [&plugins::SATISFACTION, &plugins::GROUNDEDNESS, &plugins::SENSITIVE]
-        .into_iter()
-        .flat_map(|a| score_one(&load(a), event))
-        .collect()
+    [
+        &plugins::SATISFACTION,
+        &plugins::GROUNDEDNESS,
+        &plugins::SENSITIVE,
+    ]
+    .into_iter()
+    .flat_map(|a| score_one(&load(a), event))
+    .collect()
 }
 
 fn route(router: &Plugin, fixture: &str) -> Route {
@@ -183,14 +217,20 @@ fn refiner_proposes_concision_from_too_long_complaints() {
         version: "3".into(),
         template: "You are a helpful support agent. Answer the question: {{question}}".into(),
     };
-    let complaints = ["Way too long, just tell me yes or no.", "Too verbose.", "tl;dr please, shorter"];
+    let complaints = [
+        "Way too long, just tell me yes or no.",
+        "Too verbose.",
+        "tl;dr please, shorter",
+    ];
     let failures: Vec<Event> = complaints
         .iter()
         .enumerate()
         .map(|(i, text)| {
             let mut e = fixtures::event("event_correction_too_long");
             e.id = format!("long-{i}");
-            e.feedback = Feedback::Comment { text: (*text).into() };
+            e.feedback = Feedback::Comment {
+                text: (*text).into(),
+            };
             e
         })
         .collect();
@@ -199,13 +239,24 @@ fn refiner_proposes_concision_from_too_long_complaints() {
         .result
         .unwrap_or_else(|e| panic!("{e}"))
         .expect("three too-long complaints make a proposal");
-    assert!(proposal.template.starts_with(&prompt.template), "keeps the template: {}", proposal.template);
-    assert!(proposal.template.to_lowercase().contains("concise"), "{}", proposal.template);
+    assert!(
+        proposal.template.starts_with(&prompt.template),
+        "keeps the template: {}",
+        proposal.template
+    );
+    assert!(
+        proposal.template.to_lowercase().contains("concise"),
+        "{}",
+        proposal.template
+    );
     let mut evidence = proposal.evidence.clone();
     evidence.sort();
     assert_eq!(evidence, ["long-0", "long-1", "long-2"]);
 
-    let none = refiner.refine(&prompt, &failures[..1]).result.unwrap_or_else(|e| panic!("{e}"));
+    let none = refiner
+        .refine(&prompt, &failures[..1])
+        .result
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(none, None, "one complaint is not a pattern");
 }
 
@@ -218,14 +269,26 @@ fn hostile_plugins_are_stopped_and_classified() {
     let prepared = PreparedEvent::new(&event);
     let cases: [(&Artifact, ErrorClass, &str); 7] = [
         (&plugins::HOSTILE_LOOP, ErrorClass::Timeout, "deadline"),
-        (&plugins::HOSTILE_MEMORY, ErrorClass::OutOfMemory, "memory cap"),
+        (
+            &plugins::HOSTILE_MEMORY,
+            ErrorClass::OutOfMemory,
+            "memory cap",
+        ),
         (&plugins::HOSTILE_PANIC, ErrorClass::Trap, ""),
         (&plugins::HOSTILE_STACK, ErrorClass::Trap, "stack overflow"),
-        (&plugins::HOSTILE_HUGE_RESULT, ErrorClass::InvalidResult, "over the cap"),
+        (
+            &plugins::HOSTILE_HUGE_RESULT,
+            ErrorClass::InvalidResult,
+            "over the cap",
+        ),
         (&plugins::HOSTILE_FILE, ErrorClass::PluginError, ""),
         (&plugins::HOSTILE_ERROR, ErrorClass::PluginError, "refuses"),
     ];
-    assert_eq!(cases.len(), plugins::HOSTILE.len(), "every hostile plugin has a case");
+    assert_eq!(
+        cases.len(),
+        plugins::HOSTILE.len(),
+        "every hostile plugin has a case"
+    );
     for (artifact, class, needle) in cases {
         let hostile = load(artifact);
         let timeout = hostile.manifest().limits.timeout();
@@ -233,11 +296,23 @@ fn hostile_plugins_are_stopped_and_classified() {
             let outcome = hostile.score(&prepared);
             let failure = outcome.result.expect_err(artifact.name);
             assert_eq!(failure.class, class, "{}: {failure}", artifact.name);
-            assert!(failure.message.contains(needle), "{}: {failure}", artifact.name);
+            assert!(
+                failure.message.contains(needle),
+                "{}: {failure}",
+                artifact.name
+            );
             assert_eq!(failure.plugin.name, artifact.name);
             // Stopped, not left running: generous bound, this is not a timing test.
-            assert!(outcome.duration < timeout * 20 + Duration::from_secs(2), "{}: {:?}", artifact.name, outcome.duration);
-            let fine = good.score(&prepared).result.unwrap_or_else(|e| panic!("after {} #{attempt}: {e}", artifact.name));
+            assert!(
+                outcome.duration < timeout * 20 + Duration::from_secs(2),
+                "{}: {:?}",
+                artifact.name,
+                outcome.duration
+            );
+            let fine = good
+                .score(&prepared)
+                .result
+                .unwrap_or_else(|e| panic!("after {} #{attempt}: {e}", artifact.name));
             assert_eq!(only(&fine, "satisfaction").value, 1.0);
         }
     }
@@ -283,7 +358,10 @@ fn plugins_are_called_from_many_threads() {
     });
     let c = p.counters();
     assert_eq!(c.calls.load(std::sync::atomic::Ordering::Relaxed), 801);
-    assert!(c.instantiations.load(std::sync::atomic::Ordering::Relaxed) <= 5, "instances are reused");
+    assert!(
+        c.instantiations.load(std::sync::atomic::Ordering::Relaxed) <= 5,
+        "instances are reused"
+    );
 }
 
 #[test]
@@ -307,9 +385,13 @@ fn a_component_of_the_wrong_world_is_refused_by_name() {
 fn bytes_that_are_not_a_component_are_refused() {
     let m = manifest(&plugins::SATISFACTION);
     let kv = || -> Arc<MemoryKv> { Arc::new(MemoryKv::default()) };
-    let junk = runtime().load(m.clone(), b"definitely not wasm", kv()).expect_err("junk");
+    let junk = runtime()
+        .load(m.clone(), b"definitely not wasm", kv())
+        .expect_err("junk");
     assert!(matches!(junk, LoadError::NotAComponent(_)), "{junk}");
-    let core = runtime().load(m, b"\0asm\x01\0\0\0", kv()).expect_err("core module");
+    let core = runtime()
+        .load(m, b"\0asm\x01\0\0\0", kv())
+        .expect_err("core module");
     assert!(core.to_string().contains("core wasm module"), "{core}");
 }
 
@@ -336,7 +418,10 @@ fn compiled_components_are_cached_on_disk_and_reused() {
         .expect("entry")
         .expect("entry")
         .file_name();
-    assert!(name.to_string_lossy().starts_with(p.component_hash()), "keyed by content hash: {name:?}");
+    assert!(
+        name.to_string_lossy().starts_with(p.component_hash()),
+        "keyed by content hash: {name:?}"
+    );
 
     let second = Runtime::new(options()).expect("runtime");
     let p2 = second
@@ -369,5 +454,10 @@ fn a_fresh_instance_per_call_gives_the_same_answers() {
     let a = score_one(&p, &event);
     let b = score_one(&p, &event);
     assert_eq!(a, b);
-    assert_eq!(p.counters().instantiations.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        p.counters()
+            .instantiations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
 }

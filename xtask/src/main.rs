@@ -110,7 +110,10 @@ fn stage_plugins(root: &Path) -> Result<PathBuf> {
         }
         let crate_name = entry.file_name().to_string_lossy().to_string();
         let name = plugin_name(&manifest)?;
-        let wasm = artifacts.join(format!("{}.wasm", package_name(&entry.path())?.replace('-', "_")));
+        let wasm = artifacts.join(format!(
+            "{}.wasm",
+            package_name(&entry.path())?.replace('-', "_")
+        ));
         std::fs::copy(&wasm, out.join(format!("{name}.wasm")))
             .with_context(|| format!("copying {} (crate {crate_name})", wasm.display()))?;
         std::fs::copy(&manifest, out.join(format!("{name}.toml")))?;
@@ -119,7 +122,8 @@ fn stage_plugins(root: &Path) -> Result<PathBuf> {
 }
 
 fn toml_string_key(path: &Path, key: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .map(str::trim)
         .find_map(|l| {
@@ -141,7 +145,15 @@ fn serve(root: &Path, rest: &[String]) -> Result<()> {
     let plugins = stage_plugins(root)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
-        .args(["run", "--release", "--package", "flywheel", "--", "serve", "--plugins"])
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "flywheel",
+            "--",
+            "serve",
+            "--plugins",
+        ])
         .arg(&plugins)
         .args(rest);
     run(&mut cmd)
@@ -150,9 +162,13 @@ fn serve(root: &Path, rest: &[String]) -> Result<()> {
 fn test(root: &Path, rest: &[String]) -> Result<()> {
     stage_plugins(root)?;
     // The plugins' own logic, natively.
-    run(cargo().current_dir(root.join("plugins")).args(["test", "--quiet"]))?;
+    run(cargo()
+        .current_dir(root.join("plugins"))
+        .args(["test", "--quiet"]))?;
     // The end-to-end tests start the real binary.
-    run(cargo().current_dir(root).args(["build", "--package", "flywheel", "--bin", "flywheel"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--package", "flywheel", "--bin", "flywheel"]))?;
     let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["nextest", "--version"])
         .output()
@@ -164,12 +180,20 @@ fn test(root: &Path, rest: &[String]) -> Result<()> {
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(rest))?;
     } else {
-        run(cargo().current_dir(root).args(["test", "--workspace"]).args(rest))?;
+        run(cargo()
+            .current_dir(root)
+            .args(["test", "--workspace"])
+            .args(rest))?;
     }
-    run(cargo().current_dir(root).args(["test", "--workspace", "--doc", "--quiet"]))
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--doc", "--quiet"]))
 }
 
 fn bench(root: &Path, rest: &[String]) -> Result<()> {
     stage_plugins(root)?;
-    run(cargo().current_dir(root).args(["bench", "--workspace"]).args(rest))
+    run(cargo()
+        .current_dir(root)
+        .args(["bench", "--workspace"])
+        .args(rest))
 }

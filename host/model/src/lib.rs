@@ -30,14 +30,25 @@ pub enum Thumb {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Feedback {
-    Thumbs { value: Thumb },
+    Thumbs {
+        value: Thumb,
+    },
     /// `value` in `1 ..= scale`.
-    Rating { value: f64, scale: f64 },
+    Rating {
+        value: f64,
+        scale: f64,
+    },
     /// The text of a better answer.
-    Correction { text: String },
+    Correction {
+        text: String,
+    },
     /// The user's follow-up question: a sign the answer missed.
-    Clarification { text: String },
-    Comment { text: String },
+    Clarification {
+        text: String,
+    },
+    Comment {
+        text: String,
+    },
     None,
 }
 
@@ -484,7 +495,13 @@ mod tests {
         };
         assert!(Route::Review(t.clone()).caution() > Route::Label(t).caution());
         assert!(Route::Accept.caution() > Route::Drop { reason: "x".into() }.caution());
-        let json = serde_json::to_value(Route::Drop { reason: "spam".into() }).expect("ser");
-        assert_eq!(json, serde_json::json!({"action": "drop", "reason": "spam"}));
+        let json = serde_json::to_value(Route::Drop {
+            reason: "spam".into(),
+        })
+        .expect("ser");
+        assert_eq!(
+            json,
+            serde_json::json!({"action": "drop", "reason": "spam"})
+        );
     }
 }

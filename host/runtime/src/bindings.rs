@@ -42,8 +42,8 @@ pub(crate) mod refiner {
     });
 }
 
-pub(crate) use scorer::flywheel::policy::{config as wit_config, kv as wit_kv, log as wit_log};
 pub(crate) use scorer::flywheel::policy::types as wit;
+pub(crate) use scorer::flywheel::policy::{config as wit_config, kv as wit_kv, log as wit_log};
 
 /// An event converted to its WIT form once, so that every plugin that sees it
 /// (all scorers, then all routers) reuses the same conversion.

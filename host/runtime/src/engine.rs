@@ -120,7 +120,9 @@ impl Runtime {
         }
         let engine = match engine {
             Some(e) => e,
-            None => Engine::new(&base_config()).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?,
+            None => {
+                Engine::new(&base_config()).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
+            }
         };
 
         let mut linker = Linker::new(&engine);
@@ -275,7 +277,9 @@ impl Runtime {
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
             match load_precompiled(engine, path) {
                 Ok(c) => component = Some(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e:#}")
+                }
             }
         }
         let component = match component {
@@ -283,11 +287,15 @@ impl Runtime {
             None => {
                 let started = std::time::Instant::now();
                 let c = Component::new(engine, wasm).map_err(|e| classify_compile_error(&e))?;
-                tracing::debug!(hash, elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
-                if let Some(path) = &cached {
-                    if let Err(e) = store_precompiled(&c, path) {
-                        tracing::warn!(path = %path.display(), "could not cache compiled component: {e:#}");
-                    }
+                tracing::debug!(
+                    hash,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled component"
+                );
+                if let Some(path) = &cached
+                    && let Err(e) = store_precompiled(&c, path)
+                {
+                    tracing::warn!(path = %path.display(), "could not cache compiled component: {e:#}");
                 }
                 c
             }

@@ -68,7 +68,11 @@ impl PluginFailure {
 
 impl fmt::Display for PluginFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "plugin {} failed ({}): {}", self.plugin, self.class, self.message)
+        write!(
+            f,
+            "plugin {} failed ({}): {}",
+            self.plugin, self.class, self.message
+        )
     }
 }
 

@@ -48,7 +48,10 @@ pub struct MemoryKv {
 
 impl MemoryKv {
     /// A backend preloaded with one plugin's entries (e.g. a snapshot of the live store).
-    pub fn with_entries(plugin: &str, entries: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
+    pub fn with_entries(
+        plugin: &str,
+        entries: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Self {
         let data = entries
             .into_iter()
             .map(|(k, v)| ((plugin.to_string(), k), v))
@@ -103,9 +106,14 @@ mod tests {
     fn quota_counts_keys_and_values_per_plugin() {
         let kv = MemoryKv::default();
         kv.set("a", "k", &[0; 8], 10).expect("fits");
-        assert_eq!(kv.set("a", "j", &[0; 8], 10), Err(KvFailure::QuotaExceeded(10)));
-        kv.set("b", "j", &[0; 8], 10).expect("other plugin has its own quota");
-        kv.set("a", "k", &[0; 9], 10).expect("overwrite replaces the old size");
+        assert_eq!(
+            kv.set("a", "j", &[0; 8], 10),
+            Err(KvFailure::QuotaExceeded(10))
+        );
+        kv.set("b", "j", &[0; 8], 10)
+            .expect("other plugin has its own quota");
+        kv.set("a", "k", &[0; 9], 10)
+            .expect("overwrite replaces the old size");
         kv.delete("a", "k").expect("delete");
         assert_eq!(kv.get("a", "k"), Ok(None));
     }

@@ -2,11 +2,11 @@
 //! their world, precompiled once, and called with a deadline, a memory cap and a
 //! result cap. It knows no HTTP and no database.
 mod bindings;
+mod engine;
 pub mod error;
+mod host;
 pub mod kv;
 pub mod manifest;
-mod engine;
-mod host;
 mod plugin;
 
 pub use bindings::{PreparedEvent, PreparedScores};

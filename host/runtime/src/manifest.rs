@@ -161,15 +161,19 @@ mod tests {
 
     #[test]
     fn refuses_typos_and_bad_limits() {
-        let typo = Manifest::from_toml("name='a'\nkind='scorer'\nversion='1'\n[limits]\ntimeout=5\n")
-            .expect_err("unknown key");
+        let typo =
+            Manifest::from_toml("name='a'\nkind='scorer'\nversion='1'\n[limits]\ntimeout=5\n")
+                .expect_err("unknown key");
         assert!(typo.to_string().contains("timeout"), "{typo}");
         let kind = Manifest::from_toml("name='a'\nkind='grader'\nversion='1'\n").expect_err("kind");
         assert!(kind.to_string().contains("grader"), "{kind}");
-        let big = Manifest::from_toml("name='a'\nkind='scorer'\nversion='1'\n[limits]\nmemory-mib=99999\n")
-            .expect_err("limit");
+        let big = Manifest::from_toml(
+            "name='a'\nkind='scorer'\nversion='1'\n[limits]\nmemory-mib=99999\n",
+        )
+        .expect_err("limit");
         assert!(big.to_string().contains("memory-mib"), "{big}");
-        let name = Manifest::from_toml("name='A b'\nkind='scorer'\nversion='1'\n").expect_err("name");
+        let name =
+            Manifest::from_toml("name='A b'\nkind='scorer'\nversion='1'\n").expect_err("name");
         assert!(name.to_string().contains("name"), "{name}");
     }
 }

@@ -122,7 +122,11 @@ impl PluginCounters {
     }
 
     fn percentile(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -145,7 +149,12 @@ impl PluginCounters {
             errors: self.errors.load(Ordering::Relaxed),
             errors_by_class: CLASSES
                 .iter()
-                .map(|c| (c.as_str(), self.errors_by_class[class_index(*c)].load(Ordering::Relaxed)))
+                .map(|c| {
+                    (
+                        c.as_str(),
+                        self.errors_by_class[class_index(*c)].load(Ordering::Relaxed),
+                    )
+                })
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
@@ -170,7 +179,9 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("id", &self.shared.id).finish()
+        f.debug_struct("Plugin")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -234,10 +245,17 @@ impl Plugin {
             Exports::Scorer(s) => Some(s.call_score(store, &event.0)),
             _ => None,
         })
-        .and_then_result(|scores, limit| {
-            check_size(scores_size(&scores), limit)?;
-            scores.into_iter().map(|s| check_score(score_from_wit(s))).collect()
-        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+        .and_then_result(
+            |scores, limit| {
+                check_size(scores_size(&scores), limit)?;
+                scores
+                    .into_iter()
+                    .map(|s| check_score(score_from_wit(s)))
+                    .collect()
+            },
+            &self.shared.id,
+            self.manifest.limits.max_result_bytes(),
+        )
     }
 
     /// Run a router over one event and every scorer's scores.
@@ -246,11 +264,15 @@ impl Plugin {
             Exports::Router(r) => Some(r.call_route(store, &event.0, &scores.0)),
             _ => None,
         })
-        .and_then_result(|route, limit| {
-            let route = route_from_wit(route);
-            check_size(route_size(&route), limit)?;
-            check_route(route)
-        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+        .and_then_result(
+            |route, limit| {
+                let route = route_from_wit(route);
+                check_size(route_size(&route), limit)?;
+                check_route(route)
+            },
+            &self.shared.id,
+            self.manifest.limits.max_result_bytes(),
+        )
     }
 
     /// Run a refiner over a prompt and its recent failures.
@@ -261,16 +283,20 @@ impl Plugin {
             Exports::Refiner(r) => Some(r.call_refine(store, &prompt, &failures)),
             _ => None,
         })
-        .and_then_result(|proposal, limit| {
-            let proposal = proposal.map(proposal_from_wit);
-            if let Some(p) = &proposal {
-                let size = p.template.len()
-                    + p.rationale.len()
-                    + p.evidence.iter().map(String::len).sum::<usize>();
-                check_size(size, limit)?;
-            }
-            Ok(proposal)
-        }, &self.shared.id, self.manifest.limits.max_result_bytes())
+        .and_then_result(
+            |proposal, limit| {
+                let proposal = proposal.map(proposal_from_wit);
+                if let Some(p) = &proposal {
+                    let size = p.template.len()
+                        + p.rationale.len()
+                        + p.evidence.iter().map(String::len).sum::<usize>();
+                    check_size(size, limit)?;
+                }
+                Ok(proposal)
+            },
+            &self.shared.id,
+            self.manifest.limits.max_result_bytes(),
+        )
     }
 
     fn failure(&self, class: ErrorClass, message: impl Into<String>) -> PluginFailure {
@@ -305,7 +331,11 @@ impl Plugin {
             }),
             Err(e) => {
                 let (class, message) = classify(&e, &store.data().limiter, &store.data().logs);
-                let class = if class == ErrorClass::Trap { ErrorClass::Unavailable } else { class };
+                let class = if class == ErrorClass::Trap {
+                    ErrorClass::Unavailable
+                } else {
+                    class
+                };
                 Err(self.failure(class, format!("instantiation failed: {message}")))
             }
         }
@@ -318,7 +348,11 @@ impl Plugin {
     ) -> RawOutcome<'_, T> {
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let pooled = if self.fresh_per_call { None } else { self.idle.lock().pop() };
+        let pooled = if self.fresh_per_call {
+            None
+        } else {
+            self.idle.lock().pop()
+        };
         let mut instance = match pooled.map(Ok).unwrap_or_else(|| self.instantiate()) {
             Ok(i) => i,
             Err(failure) => {
@@ -333,8 +367,14 @@ impl Plugin {
         };
         let limits = &self.manifest.limits;
         instance.store.data_mut().begin_call();
-        instance.store.set_epoch_deadline(deadline_ticks(limits.timeout()));
-        let Instance { store, exports, calls } = &mut instance;
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(limits.timeout()));
+        let Instance {
+            store,
+            exports,
+            calls,
+        } = &mut instance;
         *calls += 1;
         let raw = f(exports, store);
         let data = store.data_mut();
@@ -342,10 +382,7 @@ impl Plugin {
         let peak_memory = data.limiter.peak;
         let (result, keep) = match raw {
             None => (
-                Err(self.failure(
-                    ErrorClass::Unavailable,
-                    format!("plugin is not a {kind}"),
-                )),
+                Err(self.failure(ErrorClass::Unavailable, format!("plugin is not a {kind}"))),
                 true,
             ),
             Some(Ok(Ok(value))) => (Ok(value), true),
@@ -393,7 +430,8 @@ impl<T> RawOutcome<'_, T> {
             })
         });
         let duration = self.started.elapsed();
-        self.counters.observe(duration, result.as_ref().err().map(|f| f.class));
+        self.counters
+            .observe(duration, result.as_ref().err().map(|f| f.class));
         CallOutcome {
             result,
             duration,
@@ -437,7 +475,9 @@ fn classify(
         // off its end is an out-of-bounds access rather than a native stack overflow.
         Some(Trap::MemoryOutOfBounds) => (
             ErrorClass::Trap,
-            format!("out-of-bounds memory access (most often the guest's stack overflowing){last_error}"),
+            format!(
+                "out-of-bounds memory access (most often the guest's stack overflowing){last_error}"
+            ),
         ),
         Some(Trap::UnreachableCodeReached) => (
             ErrorClass::Trap,
@@ -506,8 +546,7 @@ fn check_route(route: Route) -> Result<Route, String> {
     if let Some(t) = route.queue() {
         let ok = !t.queue.is_empty()
             && t.queue.len() <= 64
-            && t
-                .queue
+            && t.queue
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {

@@ -89,28 +89,51 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let store = flywheel_store::Store::open(&args.data.join("store"), flywheel_store::StoreOptions::default())
-        .with_context(|| format!("opening the store in {} (is a server running on it?)", args.data.display()))?;
+    let store = flywheel_store::Store::open(
+        &args.data.join("store"),
+        flywheel_store::StoreOptions::default(),
+    )
+    .with_context(|| {
+        format!(
+            "opening the store in {} (is a server running on it?)",
+            args.data.display()
+        )
+    })?;
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(args.data.join("cache")),
         ..RuntimeOptions::default()
     })?;
     let (manifest, wasm) = match (&args.wasm, &args.plugin, &args.version) {
         (Some(path), _, _) => {
-            let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let mpath = args.manifest.clone().or_else(|| default_manifest(path)).context("--wasm needs --manifest")?;
-            let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+            let wasm =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mpath = args
+                .manifest
+                .clone()
+                .or_else(|| default_manifest(path))
+                .context("--wasm needs --manifest")?;
+            let text = std::fs::read_to_string(&mpath)
+                .with_context(|| format!("reading {}", mpath.display()))?;
             (Manifest::from_toml(&text)?, wasm)
         }
         (None, Some(name), Some(version)) => {
             let entries = flywheel::registry::load_entries(&store)?;
-            let entry = entries.get(name).with_context(|| format!("no plugin named `{name}` in {}", args.data.display()))?;
+            let entry = entries
+                .get(name)
+                .with_context(|| format!("no plugin named `{name}` in {}", args.data.display()))?;
             let record = entry
                 .versions
                 .iter()
-                .find(|v| &v.hash == version || (version.len() >= 8 && v.hash.starts_with(version.as_str())) || &v.manifest.version == version)
+                .find(|v| {
+                    &v.hash == version
+                        || (version.len() >= 8 && v.hash.starts_with(version.as_str()))
+                        || &v.manifest.version == version
+                })
                 .with_context(|| format!("plugin `{name}` has no version `{version}`"))?;
-            (record.manifest.clone(), flywheel::registry::load_blob(&store, &record.hash)?)
+            (
+                record.manifest.clone(),
+                flywheel::registry::load_blob(&store, &record.hash)?,
+            )
         }
         _ => bail!("give a candidate: --wasm FILE [--manifest FILE], or --plugin NAME --version V"),
     };
@@ -133,6 +156,82 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
         "replayed {} events in {:.0} ms ({:.0} events/s); {} routes changed",
         report.events, report.elapsed_ms, report.events_per_second, report.routes_changed
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flywheel export` options: the same as `GET /v1/datasets/{kind}`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// sft, dpo or kto.
+    kind: String,
+    /// Data directory of a (stopped) server.
+    #[arg(long, default_value = "flywheel-data")]
+    data: PathBuf,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// trl (default) or openai.
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long)]
+    from: Option<u64>,
+    #[arg(long)]
+    to: Option<u64>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    prompt_version: Option<String>,
+    /// Only events routed to this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// 0..=1: skip rows of lower quality.
+    #[arg(long)]
+    min_quality: Option<f64>,
+    /// Include events marked sensitive.
+    #[arg(long)]
+    include_sensitive: bool,
+}
+
+pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let kind =
+        flywheel::datasets::Kind::parse(&args.kind).context("the kind must be sft, dpo or kto")?;
+    let query = flywheel::api::prompts::DatasetQuery {
+        from: args.from,
+        to: args.to,
+        prompt: args.prompt,
+        prompt_version: args.prompt_version,
+        queue: args.queue,
+        min_quality: args.min_quality,
+        include_sensitive: args.include_sensitive,
+        format: args.format,
+        summary: Some(false),
+    };
+    let (filter, options) = query.options(kind).map_err(anyhow::Error::msg)?;
+    let store = flywheel_store::Store::open(
+        &args.data.join("store"),
+        flywheel_store::StoreOptions::default(),
+    )
+    .with_context(|| {
+        format!(
+            "opening the store in {} (is a server running on it?)",
+            args.data.display()
+        )
+    })?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut builder = flywheel::datasets::Builder::new(kind, options);
+    for record in store.scan(&filter) {
+        if let Some(line) = builder.line(&record?) {
+            out.write_all(line.as_bytes())?;
+        }
+    }
+    out.flush()?;
+    eprintln!("{}", serde_json::to_string(&builder.summary)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -159,23 +258,43 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn default_manifest(wasm: &Path) -> Option<PathBuf> {
-    [wasm.with_extension("toml"), wasm.with_file_name("plugin.toml")]
-        .into_iter()
-        .find(|p| p.exists())
+    [
+        wasm.with_extension("toml"),
+        wasm.with_file_name("plugin.toml"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
 }
 
-fn load(runtime: &Runtime, wasm_path: &Path, manifest: Option<&Path>, overrides: &[String]) -> Result<Plugin> {
-    let wasm = std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
-    let mut manifest = match manifest.map(Path::to_path_buf).or_else(|| default_manifest(wasm_path)) {
+fn load(
+    runtime: &Runtime,
+    wasm_path: &Path,
+    manifest: Option<&Path>,
+    overrides: &[String],
+) -> Result<Plugin> {
+    let wasm =
+        std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let mut manifest = match manifest
+        .map(Path::to_path_buf)
+        .or_else(|| default_manifest(wasm_path))
+    {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Manifest::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => {
             let kind = runtime.detect_kind(&wasm)?;
-            let stem = wasm_path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_default();
+            let stem = wasm_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', "-"))
+                .unwrap_or_default();
             Manifest {
-                name: if flywheel_runtime::manifest::valid_name(&stem) { stem } else { "plugin".into() },
+                name: if flywheel_runtime::manifest::valid_name(&stem) {
+                    stem
+                } else {
+                    "plugin".into()
+                },
                 kind,
                 version: "0.0.0".into(),
                 description: String::new(),
@@ -186,14 +305,17 @@ fn load(runtime: &Runtime, wasm_path: &Path, manifest: Option<&Path>, overrides:
         }
     };
     for kv in overrides {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--config `{kv}` is not KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--config `{kv}` is not KEY=VALUE"))?;
         manifest.config.insert(k.to_string(), v.to_string());
     }
     Ok(runtime.load(manifest, &wasm, Arc::new(MemoryKv::default()))?)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -207,7 +329,12 @@ fn read_events(paths: &[PathBuf]) -> Result<Vec<flywheel_model::Event>> {
             one => vec![one],
         };
         for (i, item) in items.iter().enumerate() {
-            let fallback = format!("{}-{i}", path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default());
+            let fallback = format!(
+                "{}-{i}",
+                path.file_stem()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default()
+            );
             let event = parse_event(item, "", &limits, || fallback, now_ms())
                 .with_context(|| format!("{}: invalid event", path.display()))?;
             out.push(event);
@@ -252,24 +379,36 @@ pub fn plugin_run(args: RunArgs) -> Result<ExitCode> {
     match plugin.kind() {
         PluginKind::Scorer | PluginKind::Router => {
             let [event] = events.as_slice() else {
-                bail!("a {} takes exactly one event ({} given)", plugin.kind(), events.len());
+                bail!(
+                    "a {} takes exactly one event ({} given)",
+                    plugin.kind(),
+                    events.len()
+                );
             };
             let prepared = PreparedEvent::new(event);
             if plugin.kind() == PluginKind::Scorer {
                 report(&plugin, plugin.score(&prepared))
             } else {
                 let scores: Vec<Score> = match &args.scores {
-                    Some(path) => serde_json::from_value(read_json(path)?)
-                        .with_context(|| format!("{}: expected an array of scores", path.display()))?,
+                    Some(path) => serde_json::from_value(read_json(path)?).with_context(|| {
+                        format!("{}: expected an array of scores", path.display())
+                    })?,
                     None => Vec::new(),
                 };
-                report(&plugin, plugin.route(&prepared, &PreparedScores::new(&scores)))
+                report(
+                    &plugin,
+                    plugin.route(&prepared, &PreparedScores::new(&scores)),
+                )
             }
         }
         PluginKind::Refiner => {
-            let path = args.prompt.as_ref().context("a refiner needs --prompt <prompt.json>")?;
-            let prompt: Prompt = serde_json::from_value(read_json(path)?)
-                .with_context(|| format!("{}: expected {{name, version, template}}", path.display()))?;
+            let path = args
+                .prompt
+                .as_ref()
+                .context("a refiner needs --prompt <prompt.json>")?;
+            let prompt: Prompt = serde_json::from_value(read_json(path)?).with_context(|| {
+                format!("{}: expected {{name, version, template}}", path.display())
+            })?;
             report(&plugin, plugin.refine(&prompt, &events))
         }
     }

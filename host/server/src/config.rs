@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: RequestLimits,
     /// How the pipeline treats plugins.
     pub pipeline: PipelineConfig,
+    /// Prompt registry and refiners.
+    pub prompts: PromptsConfig,
     /// Bearer tokens. None configured: the API is open, and only loopback is allowed.
     pub tokens: Vec<TokenConfig>,
     /// Review queues declared by an admin (queues that routers name exist without this).
@@ -45,6 +47,7 @@ impl Default for Config {
             workers: 0,
             limits: RequestLimits::default(),
             pipeline: PipelineConfig::default(),
+            prompts: PromptsConfig::default(),
             tokens: Vec::new(),
             queues: Vec::new(),
         }
@@ -103,6 +106,23 @@ impl Default for PipelineConfig {
             fresh_instance_per_call: false,
             quarantine_after: 20,
             watch_plugins: true,
+        }
+    }
+}
+
+/// Prompt registry settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PromptsConfig {
+    /// Run the refiners automatically when a registered prompt version has collected
+    /// this many new failures (low satisfaction, correction, clarification); 0 = never.
+    pub refine_after_failures: u64,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            refine_after_failures: 25,
         }
     }
 }
@@ -213,7 +233,10 @@ impl Config {
         })?;
         for (i, q) in config.queues.iter().enumerate() {
             if config.queues[..i].iter().any(|p| p.name == q.name) {
-                return Err(ConfigError::Invalid(format!("queue `{}` is declared twice", q.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "queue `{}` is declared twice",
+                    q.name
+                )));
             }
         }
         Ok(config)
@@ -313,10 +336,12 @@ mod tests {
 
     #[test]
     fn tokens_need_one_secret_of_reasonable_length() {
-        let short = Config::from_toml("[[tokens]]\nname='a'\nrole='admin'\ntoken='x'\n").expect("parses");
+        let short =
+            Config::from_toml("[[tokens]]\nname='a'\nrole='admin'\ntoken='x'\n").expect("parses");
         assert!(short.resolve_tokens().is_err());
-        let ok = Config::from_toml("[[tokens]]\nname='a'\nrole='ingest'\ntoken='0123456789abcdef'\n")
-            .expect("parses");
+        let ok =
+            Config::from_toml("[[tokens]]\nname='a'\nrole='ingest'\ntoken='0123456789abcdef'\n")
+                .expect("parses");
         assert_eq!(ok.resolve_tokens().expect("valid")[0].2, Role::Ingest);
     }
 }

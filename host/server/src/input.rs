@@ -55,7 +55,11 @@ impl<'a> Fields<'a> {
         if s.len() > max {
             return Err(err(
                 "too_long",
-                format!("`{}` is {} bytes, over the limit of {max}", self.name(field), s.len()),
+                format!(
+                    "`{}` is {} bytes, over the limit of {max}",
+                    self.name(field),
+                    s.len()
+                ),
             ));
         }
         Ok(())
@@ -70,21 +74,32 @@ impl<'a> Fields<'a> {
             }
             Some(other) => Err(err(
                 "invalid_type",
-                format!("`{}` must be a string, not {}", self.name(field), type_name(other)),
+                format!(
+                    "`{}` must be a string, not {}",
+                    self.name(field),
+                    type_name(other)
+                ),
             )),
         }
     }
 
     fn required_string(&self, field: &str, max: usize) -> Result<String, InputError> {
-        self.string(field, max)?
-            .ok_or_else(|| err("missing_field", format!("`{}` is required", self.name(field))))
+        self.string(field, max)?.ok_or_else(|| {
+            err(
+                "missing_field",
+                format!("`{}` is required", self.name(field)),
+            )
+        })
     }
 
     fn id_string(&self, field: &str) -> Result<Option<String>, InputError> {
         let v = self.string(field, self.limits.max_id_bytes)?;
         if let Some(s) = &v {
             if s.is_empty() {
-                return Err(err("invalid_value", format!("`{}` must not be empty", self.name(field))));
+                return Err(err(
+                    "invalid_value",
+                    format!("`{}` must not be empty", self.name(field)),
+                ));
             }
             if s.chars().any(char::is_control) {
                 return Err(err(
@@ -98,8 +113,17 @@ impl<'a> Fields<'a> {
 }
 
 const EVENT_FIELDS: &[&str] = &[
-    "id", "trace_id", "session_id", "user_id", "model", "prompt", "input", "output", "context",
-    "feedback", "metadata",
+    "id",
+    "trace_id",
+    "session_id",
+    "user_id",
+    "model",
+    "prompt",
+    "input",
+    "output",
+    "context",
+    "feedback",
+    "metadata",
 ];
 
 /// Check one event in its JSON form and build the stored event. `id` and
@@ -112,14 +136,25 @@ pub fn parse_event(
     received_at: u64,
 ) -> Result<Event, InputError> {
     let obj = value.as_object().ok_or_else(|| {
-        let at = if path.is_empty() { "the event".to_string() } else { format!("`{path}`") };
-        err("invalid_type", format!("{at} must be an object, not {}", type_name(value)))
+        let at = if path.is_empty() {
+            "the event".to_string()
+        } else {
+            format!("`{path}`")
+        };
+        err(
+            "invalid_type",
+            format!("{at} must be an object, not {}", type_name(value)),
+        )
     })?;
     let f = Fields { obj, path, limits };
     if let Some(unknown) = obj.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
         return Err(err(
             "unknown_field",
-            format!("unknown field `{}`; expected one of {}", f.name(unknown), EVENT_FIELDS.join(", ")),
+            format!(
+                "unknown field `{}`; expected one of {}",
+                f.name(unknown),
+                EVENT_FIELDS.join(", ")
+            ),
         ));
     }
     let max_text = limits.max_text_bytes;
@@ -127,16 +162,29 @@ pub fn parse_event(
     let output = f.required_string("output", max_text)?;
     let feedback = match obj.get("feedback") {
         None | Some(Value::Null) => {
-            return Err(err("missing_field", format!("`{}` is required", f.name("feedback"))));
+            return Err(err(
+                "missing_field",
+                format!("`{}` is required", f.name("feedback")),
+            ));
         }
         Some(v) => parse_feedback(v, &f.name("feedback"), limits)?,
     };
     let prompt = match obj.get("prompt") {
         None | Some(Value::Null) => None,
         Some(Value::Object(p)) => {
-            let pf = Fields { obj: p, path: &f.name("prompt"), limits };
-            if let Some(unknown) = p.keys().find(|k| !["name", "version"].contains(&k.as_str())) {
-                return Err(err("unknown_field", format!("unknown field `{}`", pf.name(unknown))));
+            let pf = Fields {
+                obj: p,
+                path: &f.name("prompt"),
+                limits,
+            };
+            if let Some(unknown) = p
+                .keys()
+                .find(|k| !["name", "version"].contains(&k.as_str()))
+            {
+                return Err(err(
+                    "unknown_field",
+                    format!("unknown field `{}`", pf.name(unknown)),
+                ));
             }
             let version = match p.get("version") {
                 Some(Value::Number(n)) => n.to_string(),
@@ -150,7 +198,11 @@ pub fn parse_event(
         Some(other) => {
             return Err(err(
                 "invalid_type",
-                format!("`{}` must be an object, not {}", f.name("prompt"), type_name(other)),
+                format!(
+                    "`{}` must be an object, not {}",
+                    f.name("prompt"),
+                    type_name(other)
+                ),
             ));
         }
     };
@@ -178,7 +230,11 @@ pub fn parse_event(
                     }
                     other => Err(err(
                         "invalid_type",
-                        format!("`{}` must be a string, not {}", f.name(&format!("context[{i}]")), type_name(other)),
+                        format!(
+                            "`{}` must be a string, not {}",
+                            f.name(&format!("context[{i}]")),
+                            type_name(other)
+                        ),
                     )),
                 })
                 .collect::<Result<_, _>>()?
@@ -186,7 +242,11 @@ pub fn parse_event(
         Some(other) => {
             return Err(err(
                 "invalid_type",
-                format!("`{}` must be an array of strings, not {}", f.name("context"), type_name(other)),
+                format!(
+                    "`{}` must be an array of strings, not {}",
+                    f.name("context"),
+                    type_name(other)
+                ),
             ));
         }
     };
@@ -215,7 +275,11 @@ pub fn parse_event(
                     other => {
                         return Err(err(
                             "invalid_type",
-                            format!("`{}` must be a string, not {}", f.name(&field), type_name(other)),
+                            format!(
+                                "`{}` must be a string, not {}",
+                                f.name(&field),
+                                type_name(other)
+                            ),
                         ));
                     }
                 };
@@ -227,7 +291,11 @@ pub fn parse_event(
         Some(other) => {
             return Err(err(
                 "invalid_type",
-                format!("`{}` must be an object of strings, not {}", f.name("metadata"), type_name(other)),
+                format!(
+                    "`{}` must be an object of strings, not {}",
+                    f.name("metadata"),
+                    type_name(other)
+                ),
             ));
         }
     };
@@ -255,7 +323,10 @@ const FEEDBACK_TYPES: &str = "thumbs, rating, correction, clarification, comment
 
 fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedback, InputError> {
     let obj = v.as_object().ok_or_else(|| {
-        err("invalid_type", format!("`{path}` must be an object, not {}", type_name(v)))
+        err(
+            "invalid_type",
+            format!("`{path}` must be an object, not {}", type_name(v)),
+        )
     })?;
     let f = Fields { obj, path, limits };
     let kind = f.required_string("type", 64)?;
@@ -266,25 +337,41 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
         other => {
             return Err(err(
                 "unknown_feedback_type",
-                format!("`{}` is `{other}`; expected one of {FEEDBACK_TYPES}", f.name("type")),
+                format!(
+                    "`{}` is `{other}`; expected one of {FEEDBACK_TYPES}",
+                    f.name("type")
+                ),
             ));
         }
     };
     if let Some(unknown) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(err(
             "unknown_field",
-            format!("unknown field `{}` for feedback type `{kind}`", f.name(unknown)),
+            format!(
+                "unknown field `{}` for feedback type `{kind}`",
+                f.name(unknown)
+            ),
         ));
     }
     let number = |field: &str| -> Result<f64, InputError> {
         match obj.get(field) {
             Some(Value::Number(n)) => n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-                err("invalid_value", format!("`{}` must be a finite number", f.name(field)))
+                err(
+                    "invalid_value",
+                    format!("`{}` must be a finite number", f.name(field)),
+                )
             }),
-            None | Some(Value::Null) => Err(err("missing_field", format!("`{}` is required", f.name(field)))),
+            None | Some(Value::Null) => Err(err(
+                "missing_field",
+                format!("`{}` is required", f.name(field)),
+            )),
             Some(other) => Err(err(
                 "invalid_type",
-                format!("`{}` must be a number, not {}", f.name(field), type_name(other)),
+                format!(
+                    "`{}` must be a number, not {}",
+                    f.name(field),
+                    type_name(other)
+                ),
             )),
         }
     };
@@ -296,7 +383,10 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
             other => {
                 return Err(err(
                     "invalid_value",
-                    format!("`{}` is `{other}`; expected `up` or `down`", f.name("value")),
+                    format!(
+                        "`{}` is `{other}`; expected `up` or `down`",
+                        f.name("value")
+                    ),
                 ));
             }
         },
@@ -306,20 +396,32 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
             if !(2.0..=100.0).contains(&scale) {
                 return Err(err(
                     "out_of_range",
-                    format!("`{}` is {scale}; it must be between 2 and 100", f.name("scale")),
+                    format!(
+                        "`{}` is {scale}; it must be between 2 and 100",
+                        f.name("scale")
+                    ),
                 ));
             }
             if !(1.0..=scale).contains(&value) {
                 return Err(err(
                     "out_of_range",
-                    format!("`{}` is {value}, outside its scale 1..={scale}", f.name("value")),
+                    format!(
+                        "`{}` is {value}, outside its scale 1..={scale}",
+                        f.name("value")
+                    ),
                 ));
             }
             Feedback::Rating { value, scale }
         }
-        "correction" => Feedback::Correction { text: f.required_string("text", max_text)? },
-        "clarification" => Feedback::Clarification { text: f.required_string("text", max_text)? },
-        "comment" => Feedback::Comment { text: f.required_string("text", max_text)? },
+        "correction" => Feedback::Correction {
+            text: f.required_string("text", max_text)?,
+        },
+        "clarification" => Feedback::Clarification {
+            text: f.required_string("text", max_text)?,
+        },
+        "comment" => Feedback::Comment {
+            text: f.required_string("text", max_text)?,
+        },
         _ => Feedback::None,
     })
 }
@@ -346,13 +448,41 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (json!({"output": "a", "feedback": {"type": "none"}}), "missing_field", "`input`"),
-            (json!({"input": 1, "output": "a", "feedback": {"type": "none"}}), "invalid_type", "`input`"),
-            (json!({"input": "q", "output": "a", "feedback": {"type": "emoji"}}), "unknown_feedback_type", "emoji"),
-            (json!({"input": "q", "output": "a", "feedback": {"type": "rating", "value": 6, "scale": 5}}), "out_of_range", "feedback.value"),
-            (json!({"input": "q", "output": "a", "feedback": {"type": "thumbs", "value": "sideways"}}), "invalid_value", "feedback.value"),
-            (json!({"input": "q", "output": "a", "feedback": {"type": "none"}, "colour": "red"}), "unknown_field", "colour"),
-            (json!({"input": "q", "output": "a", "feedback": {"type": "none"}, "context": ["ok", 3]}), "invalid_type", "context[1]"),
+            (
+                json!({"output": "a", "feedback": {"type": "none"}}),
+                "missing_field",
+                "`input`",
+            ),
+            (
+                json!({"input": 1, "output": "a", "feedback": {"type": "none"}}),
+                "invalid_type",
+                "`input`",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "emoji"}}),
+                "unknown_feedback_type",
+                "emoji",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "rating", "value": 6, "scale": 5}}),
+                "out_of_range",
+                "feedback.value",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "thumbs", "value": "sideways"}}),
+                "invalid_value",
+                "feedback.value",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "none"}, "colour": "red"}),
+                "unknown_field",
+                "colour",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "none"}, "context": ["ok", 3]}),
+                "invalid_type",
+                "context[1]",
+            ),
         ];
         for (value, code, needle) in cases {
             let e = parse(value.clone()).expect_err("invalid");

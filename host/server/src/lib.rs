@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod config;
+pub mod datasets;
 pub mod input;
 pub mod pipeline;
+pub mod prompts;
 pub mod registry;
 pub mod replay;
 pub mod server;

@@ -25,6 +25,9 @@ enum Command {
     /// Replay a candidate plugin over the events stored in a data directory (the
     /// server must not be running on it) and report what would change.
     Replay(cli::ReplayArgs),
+    /// Export a fine-tuning dataset (sft, dpo, kto) as JSONL from a data directory
+    /// (the server must not be running on it).
+    Export(cli::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => cli::serve(a),
         Command::Plugin(PluginCommand::Run(a)) => cli::plugin_run(a),
         Command::Replay(a) => cli::replay(a),
+        Command::Export(a) => cli::export(a),
         Command::Plugin(PluginCommand::Check { wasm, manifest }) => {
             cli::plugin_check(&wasm, manifest.as_deref())
         }

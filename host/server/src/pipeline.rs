@@ -60,17 +60,26 @@ impl LiveSet {
 
     /// Every live plugin in the set (not shadows).
     pub fn all(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.scorers.iter().chain(&self.routers).chain(&self.refiners)
+        self.scorers
+            .iter()
+            .chain(&self.routers)
+            .chain(&self.refiners)
     }
 
     /// The exact builds that will process an event (refiners do not).
     pub fn refs(&self) -> Vec<PluginRef> {
-        self.scorers.iter().chain(&self.routers).map(|p| p.id().clone()).collect()
+        self.scorers
+            .iter()
+            .chain(&self.routers)
+            .map(|p| p.id().clone())
+            .collect()
     }
 
     /// Find a plugin of this set (live or shadow) by version hash.
     pub fn find(&self, hash: &str) -> Option<&Arc<Plugin>> {
-        self.all().chain(&self.shadows).find(|p| p.id().hash == hash)
+        self.all()
+            .chain(&self.shadows)
+            .find(|p| p.id().hash == hash)
     }
 }
 
@@ -142,19 +151,30 @@ fn run_scorer(scorer: &Plugin, event: &PreparedEvent) -> (Vec<Score>, CallRecord
     match outcome.result {
         Ok(scores) => (scores, call, None),
         Err(f) => {
-            let vote = (scorer.manifest().failure_mode == FailureMode::FailClosed).then(|| failed_closed(&f));
+            let vote = (scorer.manifest().failure_mode == FailureMode::FailClosed)
+                .then(|| failed_closed(&f));
             (Vec::new(), call, vote)
         }
     }
 }
 
 /// Run one router: its vote (cast, or imposed by a fail-closed failure) and its call.
-fn run_router(router: &Plugin, event: &PreparedEvent, scores: &PreparedScores) -> (Option<Vote>, CallRecord) {
+fn run_router(
+    router: &Plugin,
+    event: &PreparedEvent,
+    scores: &PreparedScores,
+) -> (Option<Vote>, CallRecord) {
     let outcome = router.route(event, scores);
     let call = record(router, &outcome);
     let vote = match outcome.result {
-        Ok(route) => Some(Vote { plugin: router.id().name.clone(), route, imposed: false }),
-        Err(f) => (router.manifest().failure_mode == FailureMode::FailClosed).then(|| failed_closed(&f)),
+        Ok(route) => Some(Vote {
+            plugin: router.id().name.clone(),
+            route,
+            imposed: false,
+        }),
+        Err(f) => {
+            (router.manifest().failure_mode == FailureMode::FailClosed).then(|| failed_closed(&f))
+        }
     };
     (vote, call)
 }
@@ -187,7 +207,10 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
         let (s, call, vote) = run_scorer(scorer, &prepared);
         calls.push(call);
         votes.extend(vote);
-        scores.extend(s.into_iter().map(|score| ScoreRecord { plugin: scorer.id().name.clone(), score }));
+        scores.extend(s.into_iter().map(|score| ScoreRecord {
+            plugin: scorer.id().name.clone(),
+            score,
+        }));
     }
     let prepared_scores = PreparedScores::new(scores.iter().map(|s| &s.score));
     for router in &set.routers {
@@ -223,7 +246,10 @@ pub fn shadow_run(
     live_route: &Route,
 ) -> Option<ShadowRun> {
     let name = &candidate.id().name;
-    let replaces = set.all().find(|p| &p.id().name == name).map(|p| p.id().clone());
+    let replaces = set
+        .all()
+        .find(|p| &p.id().name == name)
+        .map(|p| p.id().clone());
     let mut calls = Vec::new();
     let (own_scores, votes) = match candidate.kind() {
         PluginKind::Scorer => {
@@ -237,7 +263,11 @@ pub fn shadow_run(
                 .collect();
             let prepared = PreparedScores::new(scores);
             // Imposed votes of other plugins stand; the live version's own do not.
-            let mut votes: Vec<Vote> = live_votes.iter().filter(|v| v.imposed && &v.plugin != name).cloned().collect();
+            let mut votes: Vec<Vote> = live_votes
+                .iter()
+                .filter(|v| v.imposed && &v.plugin != name)
+                .cloned()
+                .collect();
             votes.extend(failed_vote);
             for router in &set.routers {
                 let (vote, call) = run_router(router, event, &prepared);
@@ -250,7 +280,11 @@ pub fn shadow_run(
             let prepared = PreparedScores::new(live_scores.iter().map(|s| &s.score));
             let (vote, call) = run_router(candidate, event, &prepared);
             calls.push(call);
-            let mut votes: Vec<Vote> = live_votes.iter().filter(|v| &v.plugin != name).cloned().collect();
+            let mut votes: Vec<Vote> = live_votes
+                .iter()
+                .filter(|v| &v.plugin != name)
+                .cloned()
+                .collect();
             votes.extend(vote);
             (Vec::new(), votes)
         }
@@ -291,6 +325,8 @@ struct Shared {
     stop: AtomicBool,
     /// Where to report a plugin that failed too many times in a row, and how many.
     quarantine: std::sync::OnceLock<(u64, Sender<PluginRef>)>,
+    /// Where to report events that count as a failure of their prompt.
+    prompt_failures: std::sync::OnceLock<Sender<flywheel_model::PromptRef>>,
 }
 
 /// The worker pool and the live plugin set.
@@ -312,6 +348,7 @@ impl Pipeline {
             backlog: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             quarantine: std::sync::OnceLock::new(),
+            prompt_failures: std::sync::OnceLock::new(),
         });
         for i in 0..workers.max(1) {
             let shared = shared.clone();
@@ -368,6 +405,12 @@ impl Pipeline {
         let _ = self.shared.quarantine.set((after.max(1), tx));
     }
 
+    /// Report processed events that count as failures of their prompt version (for
+    /// automatic refinement). Set once, at start-up.
+    pub fn on_prompt_failure(&self, tx: Sender<flywheel_model::PromptRef>) {
+        let _ = self.shared.prompt_failures.set(tx);
+    }
+
     /// Counters for the API and tests.
     pub fn stats(&self) -> &PipelineStats {
         &self.shared.stats
@@ -391,7 +434,9 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
     if let Some((after, tx)) = shared.quarantine.get() {
         for call in outcome.calls.iter().filter(|c| c.error.is_some()) {
             let failing = set.all().find(|p| p.id().hash == call.plugin.hash);
-            if failing.is_some_and(|p| p.counters().consecutive_failures.load(Ordering::Relaxed) >= *after) {
+            if failing.is_some_and(|p| {
+                p.counters().consecutive_failures.load(Ordering::Relaxed) >= *after
+            }) {
                 let _ = tx.try_send(call.plugin.clone());
             }
         }
@@ -401,12 +446,20 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
     match result {
         Ok(Completion::Completed { .. }) => {
             shared.stats.processed.fetch_add(1, Ordering::Relaxed);
+            if let (Some(tx), Some(prompt)) = (shared.prompt_failures.get(), &event.prompt)
+                && crate::prompts::is_failure(event, Some(&outcome), &[])
+            {
+                let _ = tx.try_send(prompt.clone());
+            }
             metrics::counter!("flywheel_events_processed_total", "route" => outcome.route.action())
                 .increment(1);
             Ok(outcome)
         }
         Ok(Completion::AlreadyProcessed) => {
-            shared.stats.already_processed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .already_processed
+                .fetch_add(1, Ordering::Relaxed);
             let stored = shared.store.get(&event.id)?.and_then(|r| r.outcome);
             Ok(stored.unwrap_or(outcome))
         }
@@ -437,11 +490,18 @@ fn sweeper(shared: &Shared, tx: &Sender<Job>) {
                         tracing::info!(count = ids.len(), "resuming pending events");
                     }
                     for id in ids {
-                        let Ok(Some(record)) = shared.store.get(&id) else { continue };
+                        let Ok(Some(record)) = shared.store.get(&id) else {
+                            continue;
+                        };
                         if record.outcome.is_some() {
                             continue;
                         }
-                        if tx.send(Job { event: record.event }).is_err() {
+                        if tx
+                            .send(Job {
+                                event: record.event,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -461,22 +521,42 @@ mod tests {
     use super::*;
 
     fn vote(route: Route) -> Vote {
-        Vote { plugin: "r".into(), route, imposed: false }
+        Vote {
+            plugin: "r".into(),
+            route,
+            imposed: false,
+        }
     }
 
     fn target(queue: &str, priority: u8) -> QueueTarget {
-        QueueTarget { queue: queue.into(), priority, reason: String::new() }
+        QueueTarget {
+            queue: queue.into(),
+            priority,
+            reason: String::new(),
+        }
     }
 
     #[test]
     fn the_most_cautious_vote_wins() {
         assert_eq!(final_route(&[]), Route::Accept);
-        let drop = Route::Drop { reason: "spam".into() };
+        let drop = Route::Drop {
+            reason: "spam".into(),
+        };
         assert_eq!(final_route(&[vote(drop.clone()), vote(drop.clone())]), drop);
-        assert_eq!(final_route(&[vote(drop), vote(Route::Accept)]), Route::Accept);
+        assert_eq!(
+            final_route(&[vote(drop), vote(Route::Accept)]),
+            Route::Accept
+        );
         let label = Route::Label(target("labeling", 80));
         let review = Route::Review(target("compliance", 10));
-        assert_eq!(final_route(&[vote(label.clone()), vote(review.clone()), vote(Route::Accept)]), review);
+        assert_eq!(
+            final_route(&[
+                vote(label.clone()),
+                vote(review.clone()),
+                vote(Route::Accept)
+            ]),
+            review
+        );
         let urgent = Route::Label(target("labeling", 95));
         assert_eq!(final_route(&[vote(label), vote(urgent.clone())]), urgent);
     }

@@ -191,22 +191,32 @@ pub fn load_entries(store: &Store) -> Result<BTreeMap<String, PluginEntry>, Regi
 
 /// The stored component bytes of a version.
 pub fn load_blob(store: &Store, hash: &str) -> Result<Vec<u8>, RegistryError> {
-    store
-        .meta_get(BLOBS, hash)?
-        .ok_or_else(|| RegistryError::Conflict(format!("the component of version {hash} is missing from the store")))
+    store.meta_get(BLOBS, hash)?.ok_or_else(|| {
+        RegistryError::Conflict(format!(
+            "the component of version {hash} is missing from the store"
+        ))
+    })
 }
 
 impl Registry {
     /// Restore the registry from the store, load every live and shadow version, and
     /// swap the resulting set into the pipeline.
-    pub fn open(store: Store, runtime: Runtime, kv: Arc<dyn KvBackend>, pipeline: Pipeline) -> Result<Self, RegistryError> {
+    pub fn open(
+        store: Store,
+        runtime: Runtime,
+        kv: Arc<dyn KvBackend>,
+        pipeline: Pipeline,
+    ) -> Result<Self, RegistryError> {
         let entries = load_entries(&store)?;
         let registry = Self {
             store,
             runtime,
             kv,
             pipeline,
-            state: Mutex::new(State { entries, loaded: HashMap::new() }),
+            state: Mutex::new(State {
+                entries,
+                loaded: HashMap::new(),
+            }),
             dir_errors: Mutex::new(Vec::new()),
         };
         {
@@ -214,14 +224,21 @@ impl Registry {
             let wanted: Vec<(String, String)> = state
                 .entries
                 .values()
-                .flat_map(|e| e.live.iter().chain(e.shadow.iter()).map(move |h| (e.name.clone(), h.clone())))
+                .flat_map(|e| {
+                    e.live
+                        .iter()
+                        .chain(e.shadow.iter())
+                        .map(move |h| (e.name.clone(), h.clone()))
+                })
                 .collect();
             for (name, hash) in wanted {
                 match registry.load_version(&state, &name, &hash) {
                     Ok(p) => {
                         state.loaded.insert(hash, p);
                     }
-                    Err(e) => tracing::error!(plugin = %name, version = %hash, "could not load stored version: {e}"),
+                    Err(e) => {
+                        tracing::error!(plugin = %name, version = %hash, "could not load stored version: {e}")
+                    }
                 }
             }
             registry.rebuild(&state);
@@ -229,11 +246,26 @@ impl Registry {
         Ok(registry)
     }
 
-    fn load_version(&self, state: &State, name: &str, hash: &str) -> Result<Arc<Plugin>, RegistryError> {
-        let entry = state.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.into()))?;
-        let record = entry.version(hash).ok_or_else(|| RegistryError::NoSuchVersion { name: name.into(), version: hash.into() })?;
+    fn load_version(
+        &self,
+        state: &State,
+        name: &str,
+        hash: &str,
+    ) -> Result<Arc<Plugin>, RegistryError> {
+        let entry = state
+            .entries
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let record = entry
+            .version(hash)
+            .ok_or_else(|| RegistryError::NoSuchVersion {
+                name: name.into(),
+                version: hash.into(),
+            })?;
         let wasm = load_blob(&self.store, hash)?;
-        let plugin = self.runtime.load(record.manifest.clone(), &wasm, self.kv.clone())?;
+        let plugin = self
+            .runtime
+            .load(record.manifest.clone(), &wasm, self.kv.clone())?;
         Ok(Arc::new(plugin))
     }
 
@@ -260,10 +292,10 @@ impl Registry {
                 }
                 PluginStatus::Disabled | PluginStatus::Retired => {}
             }
-            if entry.status != PluginStatus::Retired {
-                if let Some(p) = entry.shadow.as_ref().and_then(|h| state.loaded.get(h)) {
-                    shadows.push(p.clone());
-                }
+            if entry.status != PluginStatus::Retired
+                && let Some(p) = entry.shadow.as_ref().and_then(|h| state.loaded.get(h))
+            {
+                shadows.push(p.clone());
             }
         }
         let mut set = LiveSet::new(live);
@@ -273,7 +305,8 @@ impl Registry {
     }
 
     fn persist(&self, entry: &PluginEntry) -> Result<(), RegistryError> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| RegistryError::Conflict(format!("serializing the registry: {e}")))?;
+        let bytes = serde_json::to_vec(entry)
+            .map_err(|e| RegistryError::Conflict(format!("serializing the registry: {e}")))?;
         self.store.meta_set(ENTRIES, &entry.name, &bytes)?;
         // An acknowledged change to what serves must survive a crash, like an event.
         self.store.flush()?;
@@ -293,18 +326,23 @@ impl Registry {
         manifest.validate()?;
         let hash = version_hash(wasm, &manifest);
         let mut state = self.state.lock();
-        if let Some(entry) = state.entries.get(&manifest.name) {
-            if entry.kind != manifest.kind {
-                return Err(RegistryError::Conflict(format!(
-                    "plugin `{}` is a {}; a {} needs another name",
-                    manifest.name, entry.kind, manifest.kind
-                )));
-            }
+        if let Some(entry) = state.entries.get(&manifest.name)
+            && entry.kind != manifest.kind
+        {
+            return Err(RegistryError::Conflict(format!(
+                "plugin `{}` is a {}; a {} needs another name",
+                manifest.name, entry.kind, manifest.kind
+            )));
         }
-        let known = state.entries.get(&manifest.name).is_some_and(|e| e.version(&hash).is_some());
+        let known = state
+            .entries
+            .get(&manifest.name)
+            .is_some_and(|e| e.version(&hash).is_some());
         if !known {
             // Validate with a scratch key-value store so the smoke call writes nothing real.
-            let probe = self.runtime.load(manifest.clone(), wasm, Arc::new(MemoryKv::default()))?;
+            let probe = self
+                .runtime
+                .load(manifest.clone(), wasm, Arc::new(MemoryKv::default()))?;
             smoke(&probe)?;
             let plugin = Arc::new(self.runtime.load(manifest.clone(), wasm, self.kv.clone())?);
             self.store.meta_set(BLOBS, &hash, wasm)?;
@@ -317,17 +355,20 @@ impl Registry {
                 source: source.to_string(),
                 size_bytes: wasm.len() as u64,
             };
-            let entry = state.entries.entry(manifest.name.clone()).or_insert_with(|| PluginEntry {
-                name: manifest.name.clone(),
-                kind: manifest.kind,
-                status: PluginStatus::Active,
-                status_reason: None,
-                live: None,
-                shadow: None,
-                history: Vec::new(),
-                versions: Vec::new(),
-                audit: Vec::new(),
-            });
+            let entry = state
+                .entries
+                .entry(manifest.name.clone())
+                .or_insert_with(|| PluginEntry {
+                    name: manifest.name.clone(),
+                    kind: manifest.kind,
+                    status: PluginStatus::Active,
+                    status_reason: None,
+                    live: None,
+                    shadow: None,
+                    history: Vec::new(),
+                    versions: Vec::new(),
+                    audit: Vec::new(),
+                });
             entry.versions.push(record);
             entry.audit(actor, &format!("upload ({source})"), Some(&hash));
             state.loaded.insert(hash.clone(), plugin);
@@ -368,11 +409,18 @@ impl Registry {
         let matches: Vec<&VersionRecord> = entry
             .versions
             .iter()
-            .filter(|v| v.hash == version || (version.len() >= 8 && v.hash.starts_with(version)) || v.manifest.version == version)
+            .filter(|v| {
+                v.hash == version
+                    || (version.len() >= 8 && v.hash.starts_with(version))
+                    || v.manifest.version == version
+            })
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.hash.clone()),
-            [] => Err(RegistryError::NoSuchVersion { name: entry.name.clone(), version: version.into() }),
+            [] => Err(RegistryError::NoSuchVersion {
+                name: entry.name.clone(),
+                version: version.into(),
+            }),
             _ => Err(RegistryError::Conflict(format!(
                 "`{version}` matches {} versions of `{}`; give the hash",
                 matches.len(),
@@ -387,7 +435,11 @@ impl Registry {
         f: impl FnOnce(&Self, &mut State, &mut PluginEntry) -> Result<(), RegistryError>,
     ) -> Result<PluginEntry, RegistryError> {
         let mut state = self.state.lock();
-        let mut entry = state.entries.get(name).cloned().ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let mut entry = state
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(name.into()))?;
         f(self, &mut state, &mut entry)?;
         self.persist(&entry)?;
         state.entries.insert(name.to_string(), entry.clone());
@@ -395,7 +447,12 @@ impl Registry {
         Ok(entry)
     }
 
-    fn ensure_loaded(&self, state: &mut State, name: &str, hash: &str) -> Result<(), RegistryError> {
+    fn ensure_loaded(
+        &self,
+        state: &mut State,
+        name: &str,
+        hash: &str,
+    ) -> Result<(), RegistryError> {
         if !state.loaded.contains_key(hash) {
             let p = self.load_version(state, name, hash)?;
             state.loaded.insert(hash.to_string(), p);
@@ -404,7 +461,12 @@ impl Registry {
     }
 
     /// Make a stored version live.
-    pub fn activate(&self, name: &str, version: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
+    pub fn activate(
+        &self,
+        name: &str,
+        version: &str,
+        actor: &str,
+    ) -> Result<PluginEntry, RegistryError> {
         self.change(name, |reg, state, entry| {
             let hash = reg.resolve(entry, version)?;
             reg.ensure_loaded(state, name, &hash)?;
@@ -419,10 +481,9 @@ impl Registry {
     /// Go back to the previous live version.
     pub fn rollback(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
         self.change(name, |reg, state, entry| {
-            let previous = entry
-                .history
-                .pop()
-                .ok_or_else(|| RegistryError::Conflict(format!("plugin `{name}` has no earlier live version")))?;
+            let previous = entry.history.pop().ok_or_else(|| {
+                RegistryError::Conflict(format!("plugin `{name}` has no earlier live version"))
+            })?;
             reg.ensure_loaded(state, name, &previous)?;
             entry.live = Some(previous.clone());
             entry.status = PluginStatus::Active;
@@ -436,7 +497,9 @@ impl Registry {
     pub fn disable(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
         self.change(name, |_, _, entry| {
             if entry.status == PluginStatus::Retired {
-                return Err(RegistryError::Conflict(format!("plugin `{name}` is retired; upload or activate a version")));
+                return Err(RegistryError::Conflict(format!(
+                    "plugin `{name}` is retired; upload or activate a version"
+                )));
             }
             entry.status = PluginStatus::Disabled;
             entry.status_reason = Some(format!("disabled by {actor}"));
@@ -449,10 +512,14 @@ impl Registry {
     pub fn enable(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
         self.change(name, |_, state, entry| {
             if entry.live.is_none() {
-                return Err(RegistryError::Conflict(format!("plugin `{name}` has no live version; activate one")));
+                return Err(RegistryError::Conflict(format!(
+                    "plugin `{name}` has no live version; activate one"
+                )));
             }
             if let Some(p) = entry.live.as_ref().and_then(|h| state.loaded.get(h)) {
-                p.counters().consecutive_failures.store(0, std::sync::atomic::Ordering::Relaxed);
+                p.counters()
+                    .consecutive_failures
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
             }
             entry.status = PluginStatus::Active;
             entry.status_reason = None;
@@ -476,7 +543,12 @@ impl Registry {
     }
 
     /// Run a stored version in shadow beside the live one (`None` stops shadowing).
-    pub fn set_shadow(&self, name: &str, version: Option<&str>, actor: &str) -> Result<PluginEntry, RegistryError> {
+    pub fn set_shadow(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        actor: &str,
+    ) -> Result<PluginEntry, RegistryError> {
         self.change(name, |reg, state, entry| {
             match version {
                 Some(v) => {
@@ -498,7 +570,9 @@ impl Registry {
     /// quarantine report; idempotent).
     pub fn quarantine(&self, id: &PluginRef, after: u64) {
         let result = self.change(&id.name, |_, _, entry| {
-            if entry.status != PluginStatus::Active || entry.live.as_deref() != Some(id.hash.as_str()) {
+            if entry.status != PluginStatus::Active
+                || entry.live.as_deref() != Some(id.hash.as_str())
+            {
                 return Ok(());
             }
             entry.status = PluginStatus::Quarantined;
@@ -528,15 +602,31 @@ impl Registry {
 
     /// Live counters of a loaded version.
     pub fn stats(&self, hash: &str) -> Option<PluginStats> {
-        self.state.lock().loaded.get(hash).map(|p| p.counters().snapshot())
+        self.state
+            .lock()
+            .loaded
+            .get(hash)
+            .map(|p| p.counters().snapshot())
     }
 
     /// The component bytes and manifest of a stored version (for replay).
-    pub fn version_source(&self, name: &str, version: &str) -> Result<(Manifest, Vec<u8>), RegistryError> {
+    pub fn version_source(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(Manifest, Vec<u8>), RegistryError> {
         let state = self.state.lock();
-        let entry = state.entries.get(name).ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let entry = state
+            .entries
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(name.into()))?;
         let hash = self.resolve(entry, version)?;
-        let record = entry.version(&hash).ok_or_else(|| RegistryError::NoSuchVersion { name: name.into(), version: hash.clone() })?;
+        let record = entry
+            .version(&hash)
+            .ok_or_else(|| RegistryError::NoSuchVersion {
+                name: name.into(),
+                version: hash.clone(),
+            })?;
         Ok((record.manifest.clone(), load_blob(&self.store, &hash)?))
     }
 
@@ -558,7 +648,10 @@ impl Registry {
                 .filter(|p| p.extension().is_some_and(|x| x == "toml"))
                 .collect(),
             Err(e) => {
-                errors.push(DirError { path: dir.display().to_string(), error: e.to_string() });
+                errors.push(DirError {
+                    path: dir.display().to_string(),
+                    error: e.to_string(),
+                });
                 *self.dir_errors.lock() = errors;
                 return;
             }
@@ -567,19 +660,35 @@ impl Registry {
         for manifest_path in manifests {
             let wasm_path = manifest_path.with_extension("wasm");
             let result = (|| -> Result<UploadOutcome, RegistryError> {
-                let text = std::fs::read_to_string(&manifest_path)
-                    .map_err(|source| LoadError::Io { path: manifest_path.display().to_string(), source })?;
+                let text =
+                    std::fs::read_to_string(&manifest_path).map_err(|source| LoadError::Io {
+                        path: manifest_path.display().to_string(),
+                        source,
+                    })?;
                 let manifest = Manifest::from_toml(&text)?;
-                let wasm = std::fs::read(&wasm_path)
-                    .map_err(|source| LoadError::Io { path: wasm_path.display().to_string(), source })?;
-                self.upload(manifest, &wasm, "plugin-directory", "directory", Activation::ActivateIfNew)
+                let wasm = std::fs::read(&wasm_path).map_err(|source| LoadError::Io {
+                    path: wasm_path.display().to_string(),
+                    source,
+                })?;
+                self.upload(
+                    manifest,
+                    &wasm,
+                    "plugin-directory",
+                    "directory",
+                    Activation::ActivateIfNew,
+                )
             })();
             match result {
-                Ok(o) if o.created => tracing::info!(plugin = %o.name, version = %o.hash, "hot-loaded from the plugin directory"),
+                Ok(o) if o.created => {
+                    tracing::info!(plugin = %o.name, version = %o.hash, "hot-loaded from the plugin directory")
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(path = %wasm_path.display(), "plugin file refused: {e}");
-                    errors.push(DirError { path: wasm_path.display().to_string(), error: e.to_string() });
+                    errors.push(DirError {
+                        path: wasm_path.display().to_string(),
+                        error: e.to_string(),
+                    });
                 }
             }
         }
@@ -590,17 +699,18 @@ impl Registry {
     pub fn watch_dir(self: &Arc<Self>, dir: PathBuf) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let (tx, rx) = crossbeam_channel::unbounded::<()>();
-        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
-            }
-        }) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!("cannot watch the plugin directory: {e}");
-                return None;
-            }
-        };
+        let mut watcher =
+            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = tx.send(());
+                }
+            }) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!("cannot watch the plugin directory: {e}");
+                    return None;
+                }
+            };
         if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
             tracing::error!(dir = %dir.display(), "cannot watch the plugin directory: {e}");
             return None;
@@ -612,7 +722,9 @@ impl Registry {
                 while rx.recv().is_ok() {
                     // Let a copy finish: wait until the directory is quiet for a moment.
                     while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
-                    let Some(registry) = registry.upgrade() else { return };
+                    let Some(registry) = registry.upgrade() else {
+                        return;
+                    };
                     registry.scan_dir(&dir);
                 }
             })
@@ -626,10 +738,10 @@ fn set_live(entry: &mut PluginEntry, hash: &str, actor: &str) {
     if entry.live.as_deref() == Some(hash) && entry.status == PluginStatus::Active {
         return;
     }
-    if let Some(old) = entry.live.take() {
-        if old != hash {
-            entry.history.push(old);
-        }
+    if let Some(old) = entry.live.take()
+        && old != hash
+    {
+        entry.history.push(old);
     }
     entry.live = Some(hash.to_string());
     entry.status = PluginStatus::Active;
@@ -646,7 +758,10 @@ pub fn smoke_events() -> Vec<Event> {
         session_id: None,
         user_id: None,
         model: Some("smoke-model".into()),
-        prompt: Some(flywheel_model::PromptRef { name: "smoke".into(), version: "1".into() }),
+        prompt: Some(flywheel_model::PromptRef {
+            name: "smoke".into(),
+            version: "1".into(),
+        }),
         input: "How many days do I have to return a laptop?".into(),
         output: "You can return a laptop within 30 days of delivery.".into(),
         context: vec!["Laptops can be returned within 30 days of delivery.".into()],
@@ -655,7 +770,9 @@ pub fn smoke_events() -> Vec<Event> {
     };
     let mut correction = base.clone();
     correction.id = "smoke-2".into();
-    correction.feedback = Feedback::Correction { text: "Within 30 days, in the original packaging.".into() };
+    correction.feedback = Feedback::Correction {
+        text: "Within 30 days, in the original packaging.".into(),
+    };
     let mut bare = base.clone();
     bare.id = "smoke-3".into();
     bare.context.clear();
@@ -671,7 +788,10 @@ fn smoke(plugin: &Plugin) -> Result<(), RegistryError> {
         if f.class == ErrorClass::PluginError {
             Ok(())
         } else {
-            Err(RegistryError::SmokeFailed { class: f.class, message: f.message })
+            Err(RegistryError::SmokeFailed {
+                class: f.class,
+                message: f.message,
+            })
         }
     };
     let events = smoke_events();
@@ -685,18 +805,40 @@ fn smoke(plugin: &Plugin) -> Result<(), RegistryError> {
         }
         PluginKind::Router => {
             let scores = [
-                Score { name: "satisfaction".into(), value: 0.2, label: None, reason: None },
-                Score { name: "groundedness".into(), value: 0.9, label: None, reason: None },
-                Score { name: "sensitive".into(), value: 0.0, label: None, reason: None },
+                Score {
+                    name: "satisfaction".into(),
+                    value: 0.2,
+                    label: None,
+                    reason: None,
+                },
+                Score {
+                    name: "groundedness".into(),
+                    value: 0.9,
+                    label: None,
+                    reason: None,
+                },
+                Score {
+                    name: "sensitive".into(),
+                    value: 0.0,
+                    label: None,
+                    reason: None,
+                },
             ];
             for e in &events {
-                if let Err(f) = plugin.route(&PreparedEvent::new(e), &PreparedScores::new(&scores)).result {
+                if let Err(f) = plugin
+                    .route(&PreparedEvent::new(e), &PreparedScores::new(&scores))
+                    .result
+                {
                     fail(f)?;
                 }
             }
         }
         PluginKind::Refiner => {
-            let prompt = Prompt { name: "smoke".into(), version: "1".into(), template: "Answer: {{question}}".into() };
+            let prompt = Prompt {
+                name: "smoke".into(),
+                version: "1".into(),
+                template: "Answer: {{question}}".into(),
+            };
             if let Err(f) = plugin.refine(&prompt, &events).result {
                 fail(f)?;
             }

@@ -69,7 +69,11 @@ impl Distribution {
     }
 
     fn finish(&mut self) {
-        self.mean = if self.count > 0 { self.sum / self.count as f64 } else { 0.0 };
+        self.mean = if self.count > 0 {
+            self.sum / self.count as f64
+        } else {
+            0.0
+        };
     }
 }
 
@@ -147,7 +151,13 @@ impl Acc {
     }
 }
 
-fn replay_one(set: &LiveSet, candidate: &Plugin, record: &EventRecord, examples: usize, acc: &mut Acc) {
+fn replay_one(
+    set: &LiveSet,
+    candidate: &Plugin,
+    record: &EventRecord,
+    examples: usize,
+    acc: &mut Acc,
+) {
     let Some(outcome) = &record.outcome else {
         acc.skipped += 1;
         return;
@@ -155,7 +165,14 @@ fn replay_one(set: &LiveSet, candidate: &Plugin, record: &EventRecord, examples:
     acc.events += 1;
     let name = &candidate.id().name;
     let prepared = PreparedEvent::new(&record.event);
-    let Some(run) = shadow_run(set, candidate, &prepared, &outcome.scores, &outcome.votes, &outcome.route) else {
+    let Some(run) = shadow_run(
+        set,
+        candidate,
+        &prepared,
+        &outcome.scores,
+        &outcome.votes,
+        &outcome.route,
+    ) else {
         return;
     };
     for call in &run.calls {
@@ -164,14 +181,25 @@ fn replay_one(set: &LiveSet, candidate: &Plugin, record: &EventRecord, examples:
         }
     }
     for s in outcome.scores.iter().filter(|s| &s.plugin == name) {
-        acc.scores.entry(s.score.name.clone()).or_default().before.add(s.score.value);
+        acc.scores
+            .entry(s.score.name.clone())
+            .or_default()
+            .before
+            .add(s.score.value);
     }
     for s in &run.scores {
-        acc.scores.entry(s.name.clone()).or_default().after.add(s.value);
+        acc.scores
+            .entry(s.name.clone())
+            .or_default()
+            .after
+            .add(s.value);
     }
     if !run.agrees {
         acc.changed += 1;
-        let e = acc.changes.entry((route_key(&outcome.route), route_key(&run.route))).or_default();
+        let e = acc
+            .changes
+            .entry((route_key(&outcome.route), route_key(&run.route)))
+            .or_default();
         e.0 += 1;
         if e.1.len() < examples {
             e.1.push(record.event.id.clone());
@@ -181,16 +209,28 @@ fn replay_one(set: &LiveSet, candidate: &Plugin, record: &EventRecord, examples:
 
 /// The live plugins as stored in the registry, loaded afresh against scratch
 /// key-value copies, without the plugin named `except`.
-pub fn scratch_live_set(store: &Store, runtime: &Runtime, except: &str) -> Result<LiveSet, ReplayError> {
+pub fn scratch_live_set(
+    store: &Store,
+    runtime: &Runtime,
+    except: &str,
+) -> Result<LiveSet, ReplayError> {
     let mut plugins = Vec::new();
     for entry in load_entries(store)?.into_values() {
         if entry.status != PluginStatus::Active || entry.name == except {
             continue;
         }
-        let Some(hash) = entry.live.as_ref() else { continue };
-        let Some(record) = entry.versions.iter().find(|v| &v.hash == hash) else { continue };
+        let Some(hash) = entry.live.as_ref() else {
+            continue;
+        };
+        let Some(record) = entry.versions.iter().find(|v| &v.hash == hash) else {
+            continue;
+        };
         let wasm = load_blob(store, hash)?;
-        plugins.push(Arc::new(runtime.load(record.manifest.clone(), &wasm, scratch_kv(store, &entry.name))?));
+        plugins.push(Arc::new(runtime.load(
+            record.manifest.clone(),
+            &wasm,
+            scratch_kv(store, &entry.name),
+        )?));
     }
     Ok(LiveSet::new(plugins))
 }
@@ -216,11 +256,13 @@ pub fn replay(
     let replaces = load_entries(store)?
         .get(&manifest.name)
         .and_then(|e| e.live.clone().map(|h| (e.clone(), h)))
-        .and_then(|(e, h)| e.versions.iter().find(|v| v.hash == h).map(|v| PluginRef {
-            name: e.name.clone(),
-            version: v.manifest.version.clone(),
-            hash: h.clone(),
-        }));
+        .and_then(|(e, h)| {
+            e.versions.iter().find(|v| v.hash == h).map(|v| PluginRef {
+                name: e.name.clone(),
+                version: v.manifest.version.clone(),
+                hash: h.clone(),
+            })
+        });
     let kv = scratch_kv(store, &manifest.name);
     let candidate = runtime.load(manifest, wasm, kv)?;
     let threads = if options.threads > 0 {
@@ -260,7 +302,11 @@ pub fn replay(
                 Ok(r) => {
                     seen += 1;
                     chunk.push(r);
-                    if chunk.len() == 256 && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(256))).is_err() {
+                    if chunk.len() == 256
+                        && tx
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(256)))
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -292,9 +338,19 @@ pub fn replay(
     let mut route_changes: Vec<RouteChange> = total
         .changes
         .into_iter()
-        .map(|((from, to), (count, examples))| RouteChange { from, to, count, examples })
+        .map(|((from, to), (count, examples))| RouteChange {
+            from,
+            to,
+            count,
+            examples,
+        })
         .collect();
-    route_changes.sort_by(|a, b| b.count.cmp(&a.count).then(a.from.cmp(&b.from)).then(a.to.cmp(&b.to)));
+    route_changes.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.from.cmp(&b.from))
+            .then(a.to.cmp(&b.to))
+    });
     Ok(ReplayReport {
         candidate: candidate.id().clone(),
         replaces,
@@ -305,6 +361,10 @@ pub fn replay(
         scores,
         errors: total.errors,
         elapsed_ms: elapsed * 1000.0,
-        events_per_second: if elapsed > 0.0 { total.events as f64 / elapsed } else { 0.0 },
+        events_per_second: if elapsed > 0.0 {
+            total.events as f64 / elapsed
+        } else {
+            0.0
+        },
     })
 }

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::api::{AppState, app, auth::Auth};
 use crate::config::Config;
 use crate::pipeline::{LiveSet, Pipeline};
+use crate::prompts::Prompts;
 use crate::registry::{Registry, RegistryError};
 
 /// Why the server could not start.
@@ -22,7 +23,9 @@ use crate::registry::{Registry, RegistryError};
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("refusing to listen on {0} with no tokens configured: an open API may only listen on loopback (add [[tokens]] to the config, or listen on 127.0.0.1)")]
+    #[error(
+        "refusing to listen on {0} with no tokens configured: an open API may only listen on loopback (add [[tokens]] to the config, or listen on 127.0.0.1)"
+    )]
     OpenOnPublicAddress(std::net::SocketAddr),
     #[error("could not open the store in {path}: {source}")]
     Store {
@@ -76,8 +79,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
-                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 ])
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
@@ -99,9 +102,15 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let store_dir = config.data_dir.join("store");
     let store = Store::open(
         &store_dir,
-        StoreOptions { durable: config.durable, ..StoreOptions::default() },
+        StoreOptions {
+            durable: config.durable,
+            ..StoreOptions::default()
+        },
     )
-    .map_err(|source| StartError::Store { path: store_dir.display().to_string(), source })?;
+    .map_err(|source| StartError::Store {
+        path: store_dir.display().to_string(),
+        source,
+    })?;
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(config.data_dir.join("cache")),
         fresh_instance_per_call: config.pipeline.fresh_instance_per_call,
@@ -114,7 +123,12 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         config.worker_count(),
         config.pipeline.queue_capacity,
     );
-    let registry = Arc::new(Registry::open(store.clone(), runtime.clone(), kv, pipeline.clone())?);
+    let registry = Arc::new(Registry::open(
+        store.clone(),
+        runtime.clone(),
+        kv,
+        pipeline.clone(),
+    )?);
     let (qtx, qrx) = crossbeam_channel::bounded::<PluginRef>(64);
     pipeline.on_quarantine(config.pipeline.quarantine_after, qtx);
     {
@@ -124,8 +138,34 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
             .name("flywheel-quarantine".into())
             .spawn(move || {
                 while let Ok(id) = qrx.recv() {
-                    let Some(registry) = registry.upgrade() else { return };
+                    let Some(registry) = registry.upgrade() else {
+                        return;
+                    };
                     registry.quarantine(&id, after);
+                }
+            })
+            .map_err(|e| StartError::Serve(std::io::Error::other(e)))?;
+    }
+    let prompts = Arc::new(
+        Prompts::open(
+            store.clone(),
+            pipeline.clone(),
+            config.prompts.refine_after_failures,
+        )
+        .map_err(|e| StartError::Serve(std::io::Error::other(e.to_string())))?,
+    );
+    let (ftx, frx) = crossbeam_channel::bounded::<flywheel_model::PromptRef>(1024);
+    pipeline.on_prompt_failure(ftx);
+    {
+        let prompts = Arc::downgrade(&prompts);
+        std::thread::Builder::new()
+            .name("flywheel-refine".into())
+            .spawn(move || {
+                while let Ok(prompt) = frx.recv() {
+                    let Some(prompts) = prompts.upgrade() else {
+                        return;
+                    };
+                    prompts.note_failure(&prompt);
                 }
             })
             .map_err(|e| StartError::Serve(std::io::Error::other(e)))?;
@@ -141,7 +181,9 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
                 watcher = registry.watch_dir(dir);
             }
         }
-        None => tracing::warn!("no plugin directory: only plugins uploaded through the API will run"),
+        None => {
+            tracing::warn!("no plugin directory: only plugins uploaded through the API will run")
+        }
     }
     for p in pipeline.live().all() {
         tracing::info!(plugin = %p.id(), kind = %p.kind(), "plugin live");
@@ -154,6 +196,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         auth,
         metrics: metrics_handle(),
         registry,
+        prompts,
         _watcher: watcher,
         ready: std::sync::atomic::AtomicBool::new(false),
     }))
@@ -162,9 +205,15 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
 /// Run the server until Ctrl-C or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let addr = config.listen;
-    let state = build_state(config)?;
+    // Start-up calls plugins (smoke tests, warm-up), which must not run on an async
+    // worker thread: WASI's synchronous bindings block on their own.
+    let state = tokio::task::spawn_blocking(move || build_state(config))
+        .await
+        .map_err(|e| StartError::Serve(std::io::Error::other(e)))??;
     if state.auth.is_open() {
-        tracing::warn!("no tokens configured: the API is open to anyone on this machine (loopback only)");
+        tracing::warn!(
+            "no tokens configured: the API is open to anyone on this machine (loopback only)"
+        );
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

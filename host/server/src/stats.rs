@@ -127,7 +127,10 @@ pub fn aggregate(window: Window, events: &[EventRecord], audit: &[AuditEntry]) -
             });
         sums.events[i] += 1;
         let score = r.outcome.as_ref().and_then(|o| {
-            o.scores.iter().find(|s| s.score.name == SATISFACTION).map(|s| s.score.value)
+            o.scores
+                .iter()
+                .find(|s| s.score.name == SATISFACTION)
+                .map(|s| s.score.value)
         });
         if let Some(v) = score {
             sums.scored[i] += 1;
@@ -157,7 +160,9 @@ pub fn aggregate(window: Window, events: &[EventRecord], audit: &[AuditEntry]) -
 
     let mut queues: BTreeMap<&str, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
     for a in audit {
-        let Some(i) = window.index(a.at) else { continue };
+        let Some(i) = window.index(a.at) else {
+            continue;
+        };
         let (reviews, completed) = queues
             .entry(&a.queue)
             .or_insert_with(|| (vec![0; window.buckets], vec![0; window.buckets]));
@@ -176,12 +181,22 @@ pub fn aggregate(window: Window, events: &[EventRecord], audit: &[AuditEntry]) -
             buckets: window
                 .starts()
                 .enumerate()
-                .map(|(i, start)| QueueBucket { start, reviews: reviews[i], completed: completed[i] })
+                .map(|(i, start)| QueueBucket {
+                    start,
+                    reviews: reviews[i],
+                    completed: completed[i],
+                })
                 .collect(),
         })
         .collect();
 
-    Stats { from: window.from_ms, to: window.to_ms(), bucket_ms: window.bucket_ms, prompts, queues }
+    Stats {
+        from: window.from_ms,
+        to: window.to_ms(),
+        bucket_ms: window.bucket_ms,
+        prompts,
+        queues,
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +220,14 @@ mod tests {
     }
 
     fn audit(at: u64, action: AuditAction) -> AuditEntry {
-        AuditEntry { at, queue: "q".into(), item_id: "i".into(), actor: "a".into(), action, detail: None }
+        AuditEntry {
+            at,
+            queue: "q".into(),
+            item_id: "i".into(),
+            actor: "a".into(),
+            action,
+            detail: None,
+        }
     }
 
     #[test]
@@ -227,7 +249,10 @@ mod tests {
         ];
         let stats = aggregate(window, &events, &trail);
         let v1 = &stats.prompts[0];
-        assert_eq!((v1.name.as_str(), v1.version.as_str(), v1.events), ("support", "1", 3));
+        assert_eq!(
+            (v1.name.as_str(), v1.version.as_str(), v1.events),
+            ("support", "1", 3)
+        );
         assert_eq!(v1.buckets[0].events, 3);
         assert_eq!(v1.buckets[0].scored, 2);
         assert_eq!(v1.buckets[0].satisfaction, Some(0.5));
@@ -235,6 +260,9 @@ mod tests {
         assert_eq!(stats.prompts[1].buckets[2].satisfaction, Some(0.25));
         let q = &stats.queues[0];
         assert_eq!((q.reviews, q.completed), (2, 1));
-        assert_eq!(q.buckets.iter().map(|b| b.reviews).collect::<Vec<_>>(), [0, 2, 0]);
+        assert_eq!(
+            q.buckets.iter().map(|b| b.reviews).collect::<Vec<_>>(),
+            [0, 2, 0]
+        );
     }
 }

@@ -517,7 +517,10 @@ impl Store {
                 Ok(entry)
             },
         ));
-        self.or_no_such_item(reviewed, queue, item_id)
+        let reviewed = self.or_no_such_item(reviewed, queue, item_id)?;
+        // A review is a person's work, acknowledged to them: make it durable first.
+        self.flush()?;
+        Ok(reviewed)
     }
 
     /// Turns "you never claimed it" into "there is no such item" when that is the truth.

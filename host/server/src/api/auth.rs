@@ -42,16 +42,26 @@ impl Auth {
     /// Identify the caller and check it holds one of `allowed`.
     pub fn check(&self, headers: &HeaderMap, allowed: &[Role]) -> Result<Caller, ApiError> {
         if self.is_open() {
-            return Ok(Caller { name: "anonymous".into(), role: Role::Admin });
+            return Ok(Caller {
+                name: "anonymous".into(),
+                role: Role::Admin,
+            });
         }
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
+            })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
         let caller = self
             .tokens
             .get(token.trim())
@@ -63,7 +73,11 @@ impl Auth {
                 "token `{}` has role {:?}; this needs one of {}",
                 caller.name,
                 caller.role,
-                allowed.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -38,8 +38,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -64,7 +70,12 @@ pub async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/whoami`: the caller's name and role, and whether the API is open.
-pub async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn whoami(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let me = caller(&state, &headers, &[Role::Ingest, Role::Reviewer])?;
-    Ok(Json(json!({"name": me.name, "role": me.role, "open": state.auth.is_open()})))
+    Ok(Json(
+        json!({"name": me.name, "role": me.role, "open": state.auth.is_open()}),
+    ))
 }

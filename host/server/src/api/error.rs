@@ -69,7 +69,11 @@ impl From<flywheel_store::StoreError> for ApiError {
         use flywheel_store::StoreError as E;
         let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
         match &e {
-            E::Busy => return Self::unavailable("too many writes are waiting for the disk; retry shortly"),
+            E::Busy => {
+                return Self::unavailable(
+                    "too many writes are waiting for the disk; retry shortly",
+                );
+            }
             E::NoSuchItem { .. } => return Self::not_found(e.to_string()),
             E::InvalidName { .. } => return Self::bad_request("invalid_name", e.to_string()),
             E::NotClaimed { .. } => return conflict("not_claimed"),
@@ -85,7 +89,11 @@ impl From<flywheel_store::StoreError> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is over the configured limit (limits.max-body-bytes)")
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is over the configured limit (limits.max-body-bytes)",
+            )
         } else {
             Self::bad_request("invalid_body", e.body_text())
         }

@@ -80,8 +80,9 @@ async fn ingest(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let body = body?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let limits = &state.config.limits;
     let now = now_ms();
     let new_id = || ulid::Ulid::new().to_string();
@@ -101,27 +102,42 @@ async fn ingest(
         count(status, 1);
         if query.wait {
             let outcome = decide_now(state, vec![event]).await?.pop();
-            return Ok((StatusCode::OK, Json(json!({"id": id, "status": status, "outcome": outcome}))).into_response());
+            return Ok((
+                StatusCode::OK,
+                Json(json!({"id": id, "status": status, "outcome": outcome})),
+            )
+                .into_response());
         }
         if status == "accepted" {
             state.pipeline.submit(event);
         }
-        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": status}))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": status})),
+        )
+            .into_response());
     };
 
     if let Some(extra) = batch.keys().find(|k| k.as_str() != "events") {
-        return Err(ApiError::bad_request("unknown_field", format!("unknown field `{extra}` in a batch; expected only `events`")));
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            format!("unknown field `{extra}` in a batch; expected only `events`"),
+        ));
     }
-    let items = batch["events"]
-        .as_array()
-        .ok_or_else(|| ApiError::bad_request("invalid_type", "`events` must be an array of events"))?;
+    let items = batch["events"].as_array().ok_or_else(|| {
+        ApiError::bad_request("invalid_type", "`events` must be an array of events")
+    })?;
     if items.is_empty() {
         return Err(ApiError::bad_request("invalid_value", "`events` is empty"));
     }
     if items.len() > limits.max_batch {
         return Err(ApiError::bad_request(
             "batch_too_large",
-            format!("`events` has {} events, over the limit of {}", items.len(), limits.max_batch),
+            format!(
+                "`events` has {} events, over the limit of {}",
+                items.len(),
+                limits.max_batch
+            ),
         ));
     }
     let mut results: Vec<Value> = Vec::with_capacity(items.len());
@@ -140,7 +156,8 @@ async fn ingest(
     }
     let invalid = items.len() - valid.len();
     if valid.is_empty() {
-        let mut body = ApiError::bad_request("invalid_batch", "no event in the batch is valid").body();
+        let mut body =
+            ApiError::bad_request("invalid_batch", "no event in the batch is valid").body();
         body["results"] = Value::Array(results);
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
@@ -180,7 +197,11 @@ async fn ingest(
             state.pipeline.submit(event);
         }
     }
-    let status = if query.wait { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if query.wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((
         status,
         Json(json!({"accepted": accepted, "duplicates": duplicates, "invalid": invalid, "results": results})),
@@ -190,7 +211,11 @@ async fn ingest(
 
 fn count(status: &'static str, n: usize) {
     if n > 0 {
-        let name = if status == "accepted" { "flywheel_events_accepted_total" } else { "flywheel_events_duplicate_total" };
+        let name = if status == "accepted" {
+            "flywheel_events_accepted_total"
+        } else {
+            "flywheel_events_duplicate_total"
+        };
         metrics::counter!(name).increment(n as u64);
     }
 }
@@ -200,7 +225,9 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, &[Role::Ingest, Role::Reviewer])?;
+    state
+        .auth
+        .check(&headers, &[Role::Ingest, Role::Reviewer])?;
     let store = state.store.clone();
     let lookup = id.clone();
     let record = tokio::task::spawn_blocking(move || store.get(&lookup))
@@ -237,16 +264,24 @@ pub async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, &[Role::Ingest, Role::Reviewer])?;
+    state
+        .auth
+        .check(&headers, &[Role::Ingest, Role::Reviewer])?;
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("out_of_range", format!("`limit` is {limit}; it must be 1..=500")));
+        return Err(ApiError::bad_request(
+            "out_of_range",
+            format!("`limit` is {limit}; it must be 1..=500"),
+        ));
     }
-    if let Some(route) = &q.route {
-        if !["accept", "label", "review", "drop", "pending"].contains(&route.as_str()) {
-            return Err(ApiError::bad_request("invalid_value", format!("`route` is `{route}`; expected accept, label, review, drop or pending")));
-        }
+    if let Some(route) = &q.route
+        && !["accept", "label", "review", "drop", "pending"].contains(&route.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("`route` is `{route}`; expected accept, label, review, drop or pending"),
+        ));
     }
     let filter = EventFilter {
         from_ms: q.from,
@@ -263,7 +298,9 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| match e {
-            flywheel_store::StoreError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            flywheel_store::StoreError::InvalidCursor => {
+                ApiError::bad_request("invalid_cursor", e.to_string())
+            }
             other => ApiError::from(other),
         })?;
     Ok(Json(json!({"events": page.events, "next_cursor": page.next_cursor})).into_response())

@@ -25,9 +25,10 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod plugins;
+pub mod prompts;
 pub mod queues;
 pub mod stats;
-pub mod plugins;
 
 use auth::Auth;
 use error::ApiError;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: PrometheusHandle,
     pub registry: Arc<crate::registry::Registry>,
+    pub prompts: Arc<crate::prompts::Prompts>,
     /// Keeps the plugin-directory watcher alive for the server's lifetime.
     pub _watcher: Option<notify::RecommendedWatcher>,
     /// Set once start-up (store open, plugins loaded, workers started) is done.
@@ -60,6 +62,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(stats::routes())
         .merge(console::routes())
         .merge(plugins::routes())
+        .merge(prompts::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -72,7 +75,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -103,7 +110,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("flywheel_events_stored").set(state.store.count() as f64);
     metrics::gauge!("flywheel_pipeline_backlog").set(state.pipeline.queued() as f64);
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
         .into_response()

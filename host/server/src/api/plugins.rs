@@ -32,7 +32,10 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/v1/plugins/{name}/rollback", post(rollback))
         .route("/v1/plugins/{name}/disable", post(disable))
         .route("/v1/plugins/{name}/enable", post(enable))
-        .route("/v1/plugins/{name}/shadow", post(shadow).delete(stop_shadow))
+        .route(
+            "/v1/plugins/{name}/shadow",
+            post(shadow).delete(stop_shadow),
+        )
         .route("/v1/plugins/{name}/shadow/report", get(shadow_report))
         .route("/v1/replay", post(replay_handler))
 }
@@ -41,24 +44,36 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let msg = e.to_string();
         match e {
-            RegistryError::Invalid(LoadError::Manifest(_)) => ApiError::bad_request("invalid_manifest", msg),
+            RegistryError::Invalid(LoadError::Manifest(_)) => {
+                ApiError::bad_request("invalid_manifest", msg)
+            }
             RegistryError::Invalid(LoadError::NotAComponent(_)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_a_component", msg)
             }
             RegistryError::Invalid(LoadError::WrongWorld { .. }) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_world", msg)
             }
-            RegistryError::Invalid(LoadError::Link(_)) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_import", msg),
-            RegistryError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", msg),
-            RegistryError::SmokeFailed { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "smoke_failed", msg),
-            RegistryError::NotFound(_) | RegistryError::NoSuchVersion { .. } => ApiError::not_found(msg),
+            RegistryError::Invalid(LoadError::Link(_)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_import", msg)
+            }
+            RegistryError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", msg)
+            }
+            RegistryError::SmokeFailed { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "smoke_failed", msg)
+            }
+            RegistryError::NotFound(_) | RegistryError::NoSuchVersion { .. } => {
+                ApiError::not_found(msg)
+            }
             RegistryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             RegistryError::Store(e) => ApiError::from(e),
         }
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
@@ -82,48 +97,77 @@ fn view(registry: &Registry, entry: &PluginEntry, full: bool) -> Value {
         "versions": entry.versions.len(),
     });
     if full {
-        out["versions"] = json!(entry
-            .versions
-            .iter()
-            .map(|v| json!({
-                "hash": v.hash,
-                "component_hash": v.component_hash,
-                "version": v.manifest.version,
-                "manifest": v.manifest,
-                "uploaded_at": v.uploaded_at,
-                "uploaded_by": v.uploaded_by,
-                "source": v.source,
-                "size_bytes": v.size_bytes,
-                "live": entry.live.as_deref() == Some(v.hash.as_str()),
-                "shadow": entry.shadow.as_deref() == Some(v.hash.as_str()),
-                "stats": registry.stats(&v.hash),
-            }))
-            .collect::<Vec<_>>());
+        out["versions"] = json!(
+            entry
+                .versions
+                .iter()
+                .map(|v| json!({
+                    "hash": v.hash,
+                    "component_hash": v.component_hash,
+                    "version": v.manifest.version,
+                    "manifest": v.manifest,
+                    "uploaded_at": v.uploaded_at,
+                    "uploaded_by": v.uploaded_by,
+                    "source": v.source,
+                    "size_bytes": v.size_bytes,
+                    "live": entry.live.as_deref() == Some(v.hash.as_str()),
+                    "shadow": entry.shadow.as_deref() == Some(v.hash.as_str()),
+                    "stats": registry.stats(&v.hash),
+                }))
+                .collect::<Vec<_>>()
+        );
         out["history"] = json!(entry.history);
         out["audit"] = json!(entry.audit);
     }
     out
 }
 
-async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
     let registry = &state.registry;
-    let plugins: Vec<Value> = registry.entries().iter().map(|e| view(registry, e, false)).collect();
-    Ok(Json(json!({"plugins": plugins, "directory_errors": registry.dir_errors()})).into_response())
+    let plugins: Vec<Value> = registry
+        .entries()
+        .iter()
+        .map(|e| view(registry, e, false))
+        .collect();
+    Ok(
+        Json(json!({"plugins": plugins, "directory_errors": registry.dir_errors()}))
+            .into_response(),
+    )
 }
 
-async fn show(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
-    let entry = state.registry.entry(&name).ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
+    let entry = state
+        .registry
+        .entry(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
     Ok(Json(view(&state.registry, &entry, true)).into_response())
 }
 
 /// Build a manifest from query parameters, on top of the plugin's live manifest when
 /// it has one (so `?version=1.1.0` alone is enough for a new build of a known plugin).
-fn manifest_from_query(registry: &Registry, name: &str, q: &HashMap<String, String>) -> Result<Manifest, ApiError> {
+fn manifest_from_query(
+    registry: &Registry,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<Manifest, ApiError> {
     let base = registry.entry(name).and_then(|e| {
-        let live = e.live.clone().or_else(|| e.versions.last().map(|v| v.hash.clone()))?;
-        e.versions.into_iter().find(|v| v.hash == live).map(|v| v.manifest)
+        let live = e
+            .live
+            .clone()
+            .or_else(|| e.versions.last().map(|v| v.hash.clone()))?;
+        e.versions
+            .into_iter()
+            .find(|v| v.hash == live)
+            .map(|v| v.manifest)
     });
     let mut m = match base {
         Some(m) => m,
@@ -144,7 +188,9 @@ fn manifest_from_query(registry: &Registry, name: &str, q: &HashMap<String, Stri
         }
     };
     let num = |key: &str, v: &str| -> Result<u64, ApiError> {
-        v.parse().map_err(|_| ApiError::bad_request("invalid_value", format!("`{key}` must be a whole number")))
+        v.parse().map_err(|_| {
+            ApiError::bad_request("invalid_value", format!("`{key}` must be a whole number"))
+        })
     };
     for (key, value) in q {
         match key.as_str() {
@@ -153,7 +199,10 @@ fn manifest_from_query(registry: &Registry, name: &str, q: &HashMap<String, Stri
             "description" => m.description = value.clone(),
             "failure_mode" | "failure-mode" => {
                 m.failure_mode = serde_json::from_value(json!(value)).map_err(|_| {
-                    ApiError::bad_request("invalid_value", "`failure_mode` must be fail-open or fail-closed")
+                    ApiError::bad_request(
+                        "invalid_value",
+                        "`failure_mode` must be fail-open or fail-closed",
+                    )
                 })?
             }
             "timeout_ms" => m.limits.timeout_ms = num(key, value)?,
@@ -166,7 +215,10 @@ fn manifest_from_query(registry: &Registry, name: &str, q: &HashMap<String, Stri
                     m.config.insert(k.to_string(), value.clone());
                 }
                 None => {
-                    return Err(ApiError::bad_request("unknown_field", format!("unknown query parameter `{other}`")));
+                    return Err(ApiError::bad_request(
+                        "unknown_field",
+                        format!("unknown query parameter `{other}`"),
+                    ));
                 }
             },
         }
@@ -180,8 +232,12 @@ trait WithKind: Sized {
 
 impl WithKind for Manifest {
     fn with_kind(mut self, kind: &str) -> Result<Self, ApiError> {
-        self.kind = serde_json::from_value(json!(kind))
-            .map_err(|_| ApiError::bad_request("invalid_value", format!("`kind` is `{kind}`; expected scorer, router or refiner")))?;
+        self.kind = serde_json::from_value(json!(kind)).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_value",
+                format!("`kind` is `{kind}`; expected scorer, router or refiner"),
+            )
+        })?;
         Ok(self)
     }
 }
@@ -191,11 +247,17 @@ fn activation(q: &HashMap<String, String>) -> Result<Activation, ApiError> {
         None => Ok(None),
         Some("true" | "1") => Ok(Some(true)),
         Some("false" | "0") => Ok(Some(false)),
-        Some(other) => Err(ApiError::bad_request("invalid_value", format!("`{k}` is `{other}`; expected true or false"))),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_value",
+            format!("`{k}` is `{other}`; expected true or false"),
+        )),
     };
     Ok(match (flag("activate")?, flag("shadow")?) {
         (Some(true), Some(true)) => {
-            return Err(ApiError::bad_request("invalid_value", "`activate` and `shadow` cannot both be true"));
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "`activate` and `shadow` cannot both be true",
+            ));
         }
         (Some(true), _) => Activation::Activate,
         (_, Some(true)) => Activation::Shadow,
@@ -212,7 +274,10 @@ async fn upload(
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(request.headers(), &[Role::Admin])?;
     if !flywheel_runtime::manifest::valid_name(&name) {
-        return Err(ApiError::bad_request("invalid_value", format!("plugin name `{name}` must be 1-64 characters of a-z, 0-9 and `-`")));
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("plugin name `{name}` must be 1-64 characters of a-z, 0-9 and `-`"),
+        ));
     }
     let content_type = request
         .headers()
@@ -225,21 +290,58 @@ async fn upload(
             .await
             .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
         let (mut manifest, mut wasm) = (None, None);
-        while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))? {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?
+        {
             match field.name().unwrap_or("") {
                 "manifest" => {
-                    let text = field.text().await.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-                    manifest = Some(Manifest::from_toml(&text).map_err(|e| ApiError::bad_request("invalid_manifest", e.to_string()))?);
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+                    manifest =
+                        Some(Manifest::from_toml(&text).map_err(|e| {
+                            ApiError::bad_request("invalid_manifest", e.to_string())
+                        })?);
                 }
                 "component" | "wasm" => {
-                    wasm = Some(field.bytes().await.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?);
+                    wasm = Some(
+                        field
+                            .bytes()
+                            .await
+                            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?,
+                    );
                 }
-                other => return Err(ApiError::bad_request("unknown_field", format!("unknown multipart part `{other}`; expected `manifest` and `component`"))),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "unknown_field",
+                        format!(
+                            "unknown multipart part `{other}`; expected `manifest` and `component`"
+                        ),
+                    ));
+                }
             }
         }
-        let manifest = manifest.ok_or_else(|| ApiError::bad_request("missing_field", "multipart part `manifest` (TOML) is required"))?;
-        (manifest, wasm.ok_or_else(|| ApiError::bad_request("missing_field", "multipart part `component` (the .wasm) is required"))?)
-    } else if content_type.starts_with("application/wasm") || content_type.starts_with("application/octet-stream") {
+        let manifest = manifest.ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_field",
+                "multipart part `manifest` (TOML) is required",
+            )
+        })?;
+        (
+            manifest,
+            wasm.ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_field",
+                    "multipart part `component` (the .wasm) is required",
+                )
+            })?,
+        )
+    } else if content_type.starts_with("application/wasm")
+        || content_type.starts_with("application/octet-stream")
+    {
         let body = Bytes::from_request(request, &state).await?;
         (manifest_from_query(&state.registry, &name, &q)?, body)
     } else {
@@ -250,12 +352,24 @@ async fn upload(
         ));
     };
     if manifest.name != name {
-        return Err(ApiError::bad_request("name_mismatch", format!("the manifest names `{}` but the URL names `{name}`", manifest.name)));
+        return Err(ApiError::bad_request(
+            "name_mismatch",
+            format!(
+                "the manifest names `{}` but the URL names `{name}`",
+                manifest.name
+            ),
+        ));
     }
     let activation = activation(&q)?;
     let registry = state.registry.clone();
-    let outcome = blocking(move || Ok(registry.upload(manifest, &wasm, &caller.name, "api", activation)?)).await?;
-    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let outcome =
+        blocking(move || Ok(registry.upload(manifest, &wasm, &caller.name, "api", activation)?))
+            .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(outcome)).into_response())
 }
 
@@ -266,8 +380,12 @@ struct VersionBody {
 }
 
 async fn parse_version(body: Bytes) -> Result<String, ApiError> {
-    let v: VersionBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("expected {{\"version\": \"<hash, hash prefix or manifest version>\"}}: {e}")))?;
+    let v: VersionBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("expected {{\"version\": \"<hash, hash prefix or manifest version>\"}}: {e}"),
+        )
+    })?;
     Ok(v.version)
 }
 
@@ -282,34 +400,73 @@ async fn act(
     Ok(Json(view(&state.registry, &entry, false)).into_response())
 }
 
-async fn activate(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn activate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let version = parse_version(body).await?;
-    act(state, &headers, move |r, actor| r.activate(&name, &version, actor)).await
+    act(state, &headers, move |r, actor| {
+        r.activate(&name, &version, actor)
+    })
+    .await
 }
 
-async fn rollback(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     act(state, &headers, move |r, actor| r.rollback(&name, actor)).await
 }
 
-async fn disable(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn disable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     act(state, &headers, move |r, actor| r.disable(&name, actor)).await
 }
 
-async fn enable(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn enable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     act(state, &headers, move |r, actor| r.enable(&name, actor)).await
 }
 
-async fn retire(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn retire(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     act(state, &headers, move |r, actor| r.retire(&name, actor)).await
 }
 
-async fn shadow(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn shadow(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let version = parse_version(body).await?;
-    act(state, &headers, move |r, actor| r.set_shadow(&name, Some(&version), actor)).await
+    act(state, &headers, move |r, actor| {
+        r.set_shadow(&name, Some(&version), actor)
+    })
+    .await
 }
 
-async fn stop_shadow(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
-    act(state, &headers, move |r, actor| r.set_shadow(&name, None, actor)).await
+async fn stop_shadow(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    act(state, &headers, move |r, actor| {
+        r.set_shadow(&name, None, actor)
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,10 +486,18 @@ async fn shadow_report(
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
-    let entry = state.registry.entry(&name).ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
+    let entry = state
+        .registry
+        .entry(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
     let hash = match q.version.or(entry.shadow.clone()) {
         Some(h) => h,
-        None => return Err(ApiError::bad_request("no_shadow", format!("plugin `{name}` has no shadow version; give ?version=<hash>"))),
+        None => {
+            return Err(ApiError::bad_request(
+                "no_shadow",
+                format!("plugin `{name}` has no shadow version; give ?version=<hash>"),
+            ));
+        }
     };
     let limit = q.limit.unwrap_or(50);
     let store = state.store.clone();
@@ -395,13 +560,21 @@ struct ReplayBody {
     examples: Option<usize>,
 }
 
-async fn replay_handler(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn replay_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
-    let body: ReplayBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
-    if let Some(r) = &body.route {
-        if !["accept", "label", "review", "drop"].contains(&r.as_str()) {
-            return Err(ApiError::bad_request("invalid_value", format!("`route` is `{r}`; expected accept, label, review or drop")));
-        }
+    let body: ReplayBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
+    if let Some(r) = &body.route
+        && !["accept", "label", "review", "drop"].contains(&r.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("`route` is `{r}`; expected accept, label, review or drop"),
+        ));
     }
     let registry = state.registry.clone();
     let store = state.store.clone();
@@ -423,7 +596,9 @@ async fn replay_handler(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         };
         replay(&store, &runtime, manifest, &wasm, &options).map_err(|e| match e {
             crate::replay::ReplayError::Registry(r) => ApiError::from(r),
-            crate::replay::ReplayError::Refiner => ApiError::bad_request("invalid_value", e.to_string()),
+            crate::replay::ReplayError::Refiner => {
+                ApiError::bad_request("invalid_value", e.to_string())
+            }
             other => ApiError::unavailable(other.to_string()),
         })
     })

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use flywheel_model::{Review, Verdict, now_ms};
 use flywheel_store::{ItemStatus, QueueEntry, Store, StoreError};
 use serde::Deserialize;
@@ -54,7 +54,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// The caller, holding one of `allowed`; on an open API named by [`REVIEWER_HEADER`]
 /// when the request carries it.
-pub(crate) fn caller(state: &AppState, headers: &HeaderMap, allowed: &[Role]) -> Result<Caller, ApiError> {
+pub(crate) fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    allowed: &[Role],
+) -> Result<Caller, ApiError> {
     let mut caller = state.auth.check(headers, allowed)?;
     if let (true, Some(named)) = (state.auth.is_open(), headers.get(REVIEWER_HEADER)) {
         let name = named.to_str().map(str::trim).unwrap_or_default();
@@ -103,13 +107,19 @@ async fn with_event(state: &AppState, entry: QueueEntry) -> Result<Value, ApiErr
 }
 
 /// `GET /v1/queues`: every declared or used queue with its counts.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, &[Role::Reviewer])?;
     let now = now_ms();
     let mut summaries = blocking(&state, move |s| s.queue_summaries(now)).await?;
     for declared in &state.config.queues {
         if !summaries.iter().any(|s| s.queue == declared.name) {
-            summaries.push(flywheel_store::QueueSummary { queue: declared.name.clone(), ..Default::default() });
+            summaries.push(flywheel_store::QueueSummary {
+                queue: declared.name.clone(),
+                ..Default::default()
+            });
         }
     }
     summaries.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -121,7 +131,8 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             v["in_review"] = json!(s.in_review);
             v["done"] = json!(s.done);
             v["oldest_pending_at"] = json!(s.oldest_pending_at);
-            v["oldest_pending_age_ms"] = json!(s.oldest_pending_at.map(|at| now.saturating_sub(at)));
+            v["oldest_pending_age_ms"] =
+                json!(s.oldest_pending_at.map(|at| now.saturating_sub(at)));
             v
         })
         .collect();
@@ -153,8 +164,16 @@ pub async fn claim(
 ) -> Result<Json<Value>, ApiError> {
     let who = reviewer(&state, &headers)?;
     let input: ClaimInput = parse_body(&body?)?;
-    let lease_ms = state.config.queue(&queue).claim_timeout_secs.get().saturating_mul(1000);
-    let claimed = blocking(&state, move |s| s.claim(&queue, &who, lease_ms, &input.skip, now_ms())).await?;
+    let lease_ms = state
+        .config
+        .queue(&queue)
+        .claim_timeout_secs
+        .get()
+        .saturating_mul(1000);
+    let claimed = blocking(&state, move |s| {
+        s.claim(&queue, &who, lease_ms, &input.skip, now_ms())
+    })
+    .await?;
     match claimed {
         Some(entry) => Ok(Json(with_event(&state, entry).await?)),
         None => Ok(Json(json!({"item": null}))),
@@ -175,27 +194,52 @@ struct ReviewInput {
 
 impl ReviewInput {
     /// Checks the input and makes it a review by `reviewer`.
-    fn into_review(self, state: &AppState, queue: &str, item: &str, reviewer: String) -> Result<Review, ApiError> {
+    fn into_review(
+        self,
+        state: &AppState,
+        queue: &str,
+        item: &str,
+        reviewer: String,
+    ) -> Result<Review, ApiError> {
         let limits = &state.config.limits;
-        let verdict = self
-            .verdict
-            .ok_or_else(|| ApiError::bad_request("missing_field", "`verdict` is required: `approve` or `reject`"))?;
+        let verdict = self.verdict.ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_field",
+                "`verdict` is required: `approve` or `reject`",
+            )
+        })?;
         if let Some(r) = self.rating
             && !(1..=5).contains(&r)
         {
-            return Err(ApiError::bad_request("out_of_range", format!("`rating` is {r}; it must be 1..=5")));
+            return Err(ApiError::bad_request(
+                "out_of_range",
+                format!("`rating` is {r}; it must be 1..=5"),
+            ));
         }
         if self.tags.len() > MAX_TAGS {
-            return Err(ApiError::bad_request("out_of_range", format!("more than {MAX_TAGS} `tags`")));
+            return Err(ApiError::bad_request(
+                "out_of_range",
+                format!("more than {MAX_TAGS} `tags`"),
+            ));
         }
-        if let Some(t) = self.tags.iter().find(|t| t.trim().is_empty() || t.len() > limits.max_id_bytes) {
+        if let Some(t) = self
+            .tags
+            .iter()
+            .find(|t| t.trim().is_empty() || t.len() > limits.max_id_bytes)
+        {
             return Err(ApiError::bad_request(
                 "invalid_value",
                 format!("tag {t:?} must be 1 to {} bytes", limits.max_id_bytes),
             ));
         }
-        for (field, text) in [("corrected_output", &self.corrected_output), ("note", &self.note)] {
-            if text.as_ref().is_some_and(|t| t.len() > limits.max_text_bytes) {
+        for (field, text) in [
+            ("corrected_output", &self.corrected_output),
+            ("note", &self.note),
+        ] {
+            if text
+                .as_ref()
+                .is_some_and(|t| t.len() > limits.max_text_bytes)
+            {
                 return Err(ApiError::bad_request(
                     "too_long",
                     format!("`{field}` is over {} bytes", limits.max_text_bytes),
@@ -255,7 +299,9 @@ pub async fn item(
     let (q, id) = (queue.clone(), item.clone());
     match blocking(&state, move |s| s.queue_entry(&q, &id, now_ms())).await? {
         Some(entry) => Ok(Json(with_event(&state, entry).await?)),
-        None => Err(ApiError::not_found(format!("no item `{item}` on queue `{queue}`"))),
+        None => Err(ApiError::not_found(format!(
+            "no item `{item}` on queue `{queue}`"
+        ))),
     }
 }
 
@@ -272,7 +318,10 @@ pub struct ItemsQuery {
 fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
     let limit = asked.unwrap_or(default);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("out_of_range", format!("`limit` is {limit}; it must be 1..=500")));
+        return Err(ApiError::bad_request(
+            "out_of_range",
+            format!("`limit` is {limit}; it must be 1..=500"),
+        ));
     }
     Ok(limit)
 }
@@ -300,7 +349,10 @@ pub async fn items(
         }
     };
     let settings = state.config.queue(&queue);
-    let entries = blocking(&state, move |s| s.queue_entries(&queue, status, limit, now_ms())).await?;
+    let entries = blocking(&state, move |s| {
+        s.queue_entries(&queue, status, limit, now_ms())
+    })
+    .await?;
     let items: Vec<Value> = entries.iter().map(|e| view(e, &settings)).collect();
     Ok(Json(json!({"items": items})))
 }
@@ -325,6 +377,9 @@ pub async fn audit(
     state.auth.check(&headers, &[Role::Reviewer])?;
     let Query(q) = query?;
     let limit = limit(q.limit, 500)?;
-    let entries = blocking(&state, move |s| s.queue_audit(Some(&queue), q.item.as_deref(), limit)).await?;
+    let entries = blocking(&state, move |s| {
+        s.queue_audit(Some(&queue), q.item.as_deref(), limit)
+    })
+    .await?;
     Ok(Json(json!({"entries": entries})))
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
 use flywheel_model::now_ms;
 use serde::Deserialize;
 
@@ -61,5 +61,7 @@ pub async fn prompts(
         ));
     }
     let window = Window::ending_at(now_ms(), bucket_ms, count);
-    Ok(Json(blocking(&state, move |s| crate::stats::compute(s, window)).await?))
+    Ok(Json(
+        blocking(&state, move |s| crate::stats::compute(s, window)).await?,
+    ))
 }

@@ -15,7 +15,10 @@ const CHUNK: usize = 1 << 20;
 pub struct HostileMemory;
 
 impl Scorer for HostileMemory {
-    fn score(_event: Event) -> Result<Vec<Score>, String> {
+    fn score(event: Event) -> Result<Vec<Score>, String> {
+        if spared(&event) {
+            return Ok(Vec::new());
+        }
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             let chunk = black_box(vec![1u8; CHUNK]);
@@ -23,6 +26,13 @@ impl Scorer for HostileMemory {
             black_box(&mut hoard);
         }
     }
+}
+
+/// Behave on events whose id starts with the `spare-ids-with-prefix` config value
+/// (e.g. the host's `smoke-` fixtures), so the fixture passes an upload's smoke call
+/// and misbehaves on real traffic: a bug the fixtures did not catch. Unset: never.
+fn spared(event: &Event) -> bool {
+    flywheel_plugin::config::get("spare-ids-with-prefix").is_some_and(|p| !p.is_empty() && event.id.starts_with(&p))
 }
 
 flywheel_plugin::export_scorer!(HostileMemory);
