@@ -15,7 +15,11 @@ const INGEST: &str = "ingest-token-0123456789ab";
 const ADMIN: &str = "admin-token-0123456789abc";
 
 fn start(config: &str) -> Server {
-    Server::start(Options { plugins: examples_without_sampling(), config: config.into(), ..Options::default() })
+    Server::start(Options {
+        plugins: examples_without_sampling(),
+        config: config.into(),
+        ..Options::default()
+    })
 }
 
 /// Submits `n` answers that the example router sends to the `labeling` queue and waits
@@ -34,12 +38,24 @@ fn label_n(server: &Server, n: usize) -> Vec<String> {
     for r in results {
         assert_eq!(r["outcome"]["route"]["queue"], "labeling", "{r}");
     }
-    results.iter().map(|r| r["id"].as_str().expect("id").to_string()).collect()
+    results
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 /// A request on an open server, acting as the reviewer `who`.
-fn act(server: &Server, method: Method, path: &str, who: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = server.client.request(method, server.url(path)).header("x-flywheel-reviewer", who);
+fn act(
+    server: &Server,
+    method: Method,
+    path: &str,
+    who: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = server
+        .client
+        .request(method, server.url(path))
+        .header("x-flywheel-reviewer", who);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -53,7 +69,13 @@ fn claim(server: &Server, who: &str) -> (u16, Value) {
 }
 
 fn review(server: &Server, item: &str, who: &str, body: Value) -> (u16, Value) {
-    act(server, Method::POST, &format!("/v1/queues/labeling/items/{item}/review"), who, Some(body))
+    act(
+        server,
+        Method::POST,
+        &format!("/v1/queues/labeling/items/{item}/review"),
+        who,
+        Some(body),
+    )
 }
 
 fn queue<'a>(list: &'a Value, name: &str) -> &'a Value {
@@ -74,7 +96,10 @@ fn actions(server: &Server, item: &str) -> Vec<(String, String)> {
         .iter()
         .map(|e| {
             assert!(e["at"].as_u64().is_some_and(|at| at > 0), "{e}");
-            (e["action"].as_str().expect("action").to_string(), e["actor"].as_str().expect("actor").to_string())
+            (
+                e["action"].as_str().expect("action").to_string(),
+                e["actor"].as_str().expect("actor").to_string(),
+            )
         })
         .collect()
 }
@@ -108,7 +133,10 @@ fn concurrent_claims_never_hand_out_the_same_item() {
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
     });
     let unique: HashSet<&String> = claimed.iter().collect();
     assert_eq!(claimed.len(), 24, "every item claimed once: {claimed:?}");
@@ -116,9 +144,16 @@ fn concurrent_claims_never_hand_out_the_same_item() {
 
     let (_, after) = server.get("/v1/queues");
     let labeling = queue(&after, "labeling");
-    assert_eq!((labeling["pending"].as_u64(), labeling["in_review"].as_u64()), (Some(0), Some(24)), "{after}");
+    assert_eq!(
+        (labeling["pending"].as_u64(), labeling["in_review"].as_u64()),
+        (Some(0), Some(24)),
+        "{after}"
+    );
     let (_, metrics) = server.get_text("/metrics");
-    assert!(metrics.contains("flywheel_queue_depth{queue=\"labeling\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("flywheel_queue_depth{queue=\"labeling\"} 0"),
+        "{metrics}"
+    );
     let (_, held) = server.get("/v1/queues/labeling/items?status=in_review");
     assert_eq!(held["items"].as_array().map(Vec::len), Some(24));
 }
@@ -129,8 +164,15 @@ fn an_expired_lease_puts_the_item_back() {
     label_n(&server, 1);
     let (_, first) = claim(&server, "alice");
     let item = first["item"]["id"].as_str().expect("an item").to_string();
-    assert_eq!(first["event"]["id"], "ungrounded-0", "the claim comes with its event");
-    assert_eq!(claim(&server, "bob").1["item"], Value::Null, "alice holds the only item");
+    assert_eq!(
+        first["event"]["id"], "ungrounded-0",
+        "the claim comes with its event"
+    );
+    assert_eq!(
+        claim(&server, "bob").1["item"],
+        Value::Null,
+        "alice holds the only item"
+    );
 
     std::thread::sleep(Duration::from_millis(1300));
     let (_, list) = server.get("/v1/queues");
@@ -139,22 +181,44 @@ fn an_expired_lease_puts_the_item_back() {
     assert_eq!(taken["item"]["id"], item.as_str(), "the item came back");
 
     let (status, body) = review(&server, &item, "alice", json!({"verdict": "approve"}));
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("not_claimed")), "{body}");
-    assert_eq!(actions(&server, &item), [pair("claimed", "alice"), pair("lease_expired", "alice"), pair("claimed", "bob")]);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_claimed")),
+        "{body}"
+    );
+    assert_eq!(
+        actions(&server, &item),
+        [
+            pair("claimed", "alice"),
+            pair("lease_expired", "alice"),
+            pair("claimed", "bob")
+        ]
+    );
 
     // Bob's lease passes too, and nobody has taken the item: his review is refused.
     std::thread::sleep(Duration::from_millis(1300));
     let (status, body) = review(&server, &item, "bob", json!({"verdict": "approve"}));
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("lease_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("lease_expired")),
+        "{body}"
+    );
 }
 
 #[test]
 fn an_item_needs_its_reviewers_and_shows_their_disagreement() {
-    let server = start("[[queues]]\nname = \"labeling\"\nreviewers-required = 2\ninstructions = \"Check the facts.\"\n");
+    let server = start(
+        "[[queues]]\nname = \"labeling\"\nreviewers-required = 2\ninstructions = \"Check the facts.\"\n",
+    );
     let event = label_n(&server, 1).remove(0);
     let (_, first) = claim(&server, "alice");
     assert_eq!(first["queue"]["instructions"], "Check the facts.");
-    assert!(first["event"]["outcome"]["scores"].as_array().is_some_and(|s| !s.is_empty()), "{first}");
+    assert!(
+        first["event"]["outcome"]["scores"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{first}"
+    );
     let item = first["item"]["id"].as_str().expect("an item").to_string();
     let (status, after_one) = review(
         &server,
@@ -164,7 +228,11 @@ fn an_item_needs_its_reviewers_and_shows_their_disagreement() {
     );
     assert_eq!(status, 200, "{after_one}");
     assert_eq!(after_one["item"]["status"], "pending", "one of two reviews");
-    assert_eq!(claim(&server, "alice").1["item"], Value::Null, "alice has reviewed it already");
+    assert_eq!(
+        claim(&server, "alice").1["item"],
+        Value::Null,
+        "alice has reviewed it already"
+    );
 
     let (_, second) = claim(&server, "bob");
     assert_eq!(second["item"]["id"], item.as_str());
@@ -180,25 +248,47 @@ fn an_item_needs_its_reviewers_and_shows_their_disagreement() {
     assert_eq!(done["status"], "done");
     assert_eq!(done["disagreement"], true);
     assert_eq!(done["reviews_required"], 2);
-    let verdicts: Vec<&str> = done["reviews"].as_array().expect("reviews").iter().filter_map(|r| r["verdict"].as_str()).collect();
+    let verdicts: Vec<&str> = done["reviews"]
+        .as_array()
+        .expect("reviews")
+        .iter()
+        .filter_map(|r| r["verdict"].as_str())
+        .collect();
     assert_eq!(verdicts, ["approve", "reject"]);
-    assert_eq!(claim(&server, "carol").1["item"], Value::Null, "done items are not handed out");
+    assert_eq!(
+        claim(&server, "carol").1["item"],
+        Value::Null,
+        "done items are not handed out"
+    );
     let (status, again) = review(&server, &item, "bob", json!({"verdict": "approve"}));
-    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("item_done")));
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("item_done"))
+    );
 
     let (_, listed) = server.get("/v1/queues/labeling/items?status=done");
     assert_eq!(listed["items"][0]["id"], item.as_str());
     let (_, list) = server.get("/v1/queues");
     let labeling = queue(&list, "labeling");
-    assert_eq!((labeling["done"].as_u64(), labeling["pending"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (labeling["done"].as_u64(), labeling["pending"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert_eq!(labeling["reviewers_required"], 2);
 
     // The reviews are feedback on the event; the latest correction is its correction.
     let record = server.wait_processed(&event);
-    assert_eq!(record["feedback"], json!({"type": "thumbs", "value": "down"}), "original feedback kept");
+    assert_eq!(
+        record["feedback"],
+        json!({"type": "thumbs", "value": "down"}),
+        "original feedback kept"
+    );
     assert_eq!(record["reviews"].as_array().map(Vec::len), Some(2));
     assert_eq!(record["reviews"][1]["reviewer"], "bob");
-    assert_eq!(record["reviews"][1]["tags"], json!(["hallucination", "policy"]));
+    assert_eq!(
+        record["reviews"][1]["tags"],
+        json!(["hallucination", "policy"])
+    );
     assert_eq!(
         record["correction"],
         json!({"text": "You can return a laptop within 30 days of delivery.", "source": "review", "reviewer": "bob"})
@@ -218,12 +308,33 @@ fn an_item_needs_its_reviewers_and_shows_their_disagreement() {
     // The dashboard sees the prompt's volume and satisfaction, and the queue's throughput.
     let (status, stats) = server.get("/v1/stats/prompts?bucket=hour");
     assert_eq!(status, 200, "{stats}");
-    let prompt = stats["prompts"].as_array().expect("prompts").iter().find(|p| p["name"] == "support-answer").expect("prompt");
-    assert_eq!((prompt["version"].as_str(), prompt["events"].as_u64()), (Some("3"), Some(1)), "{prompt}");
-    assert!(prompt["satisfaction"].as_f64().is_some_and(|s| s < 0.5), "thumbs down: {prompt}");
+    let prompt = stats["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .find(|p| p["name"] == "support-answer")
+        .expect("prompt");
+    assert_eq!(
+        (prompt["version"].as_str(), prompt["events"].as_u64()),
+        (Some("3"), Some(1)),
+        "{prompt}"
+    );
+    assert!(
+        prompt["satisfaction"].as_f64().is_some_and(|s| s < 0.5),
+        "thumbs down: {prompt}"
+    );
     assert_eq!(prompt["buckets"].as_array().map(Vec::len), Some(24));
-    let labeling = stats["queues"].as_array().expect("queues").iter().find(|q| q["queue"] == "labeling").expect("queue");
-    assert_eq!((labeling["reviews"].as_u64(), labeling["completed"].as_u64()), (Some(2), Some(1)), "{labeling}");
+    let labeling = stats["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["queue"] == "labeling")
+        .expect("queue");
+    assert_eq!(
+        (labeling["reviews"].as_u64(), labeling["completed"].as_u64()),
+        (Some(2), Some(1)),
+        "{labeling}"
+    );
 }
 
 #[test]
@@ -240,26 +351,66 @@ fn release_and_bad_requests() {
         (json!({"verdict": "approve", "stars": 3}), "invalid_body"),
     ] {
         let (status, err) = review(&server, &item, "alice", body.clone());
-        assert_eq!((status, err["error"]["code"].as_str()), (400, Some(code)), "{body}: {err}");
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {err}"
+        );
     }
-    let (status, err) = review(&server, "01NOSUCHITEM0000000000000", "alice", json!({"verdict": "approve"}));
-    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")), "{err}");
+    let (status, err) = review(
+        &server,
+        "01NOSUCHITEM0000000000000",
+        "alice",
+        json!({"verdict": "approve"}),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{err}"
+    );
     let (status, err) = review(&server, &item, "bob", json!({"verdict": "approve"}));
-    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("not_claimed")), "{err}");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("not_claimed")),
+        "{err}"
+    );
 
     let release = format!("/v1/queues/labeling/items/{item}/release");
-    assert_eq!(act(&server, Method::POST, &release, "bob", None).0, 409, "only the holder releases");
+    assert_eq!(
+        act(&server, Method::POST, &release, "bob", None).0,
+        409,
+        "only the holder releases"
+    );
     let (status, released) = act(&server, Method::POST, &release, "alice", None);
-    assert_eq!((status, released["item"]["status"].as_str()), (200, Some("pending")), "{released}");
+    assert_eq!(
+        (status, released["item"]["status"].as_str()),
+        (200, Some("pending")),
+        "{released}"
+    );
     // Skipping passes over an item without releasing anything else.
-    let (_, next) = act(&server, Method::POST, "/v1/queues/labeling/claim", "alice", Some(json!({"skip": [item]})));
+    let (_, next) = act(
+        &server,
+        Method::POST,
+        "/v1/queues/labeling/claim",
+        "alice",
+        Some(json!({"skip": [item]})),
+    );
     assert_ne!(next["item"]["id"], item.as_str());
-    assert_eq!(actions(&server, &item), [pair("claimed", "alice"), pair("released", "alice")]);
+    assert_eq!(
+        actions(&server, &item),
+        [pair("claimed", "alice"), pair("released", "alice")]
+    );
 
     let (status, err) = server.get("/v1/queues/labeling/items?status=bogus");
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_value")));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_value"))
+    );
     let (_, one) = server.get(&format!("/v1/queues/labeling/items/{item}"));
-    assert_eq!((one["item"]["status"].as_str(), one["event"]["id"].as_str()), (Some("pending"), Some("ungrounded-0")));
+    assert_eq!(
+        (one["item"]["status"].as_str(), one["event"]["id"].as_str()),
+        (Some("pending"), Some("ungrounded-0"))
+    );
     assert_eq!(server.get("/v1/queues/labeling/items/nope").0, 404);
 }
 
@@ -276,7 +427,11 @@ fn only_reviewers_and_admins_work_queues_and_the_token_names_the_reviewer() {
     let none = server.client.post(server.url(path)).send().expect("POST");
     assert_eq!(none.status().as_u16(), 401);
     let (status, err) = server.post_as(path, &json!({}), Some(INGEST));
-    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")), "{err}");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{err}"
+    );
     assert_eq!(server.get_as("/v1/queues", Some(INGEST)).0, 403);
     assert_eq!(server.get_as("/v1/stats/prompts", Some(INGEST)).0, 403);
 
@@ -292,8 +447,14 @@ fn only_reviewers_and_admins_work_queues_and_the_token_names_the_reviewer() {
     let body: Value = resp.json().expect("json");
     assert_eq!(body["item"]["lease"]["reviewer"], "rita");
     let (status, by_admin) = server.post(path, &json!({}));
-    assert_eq!((status, by_admin["item"]["lease"]["reviewer"].as_str()), (200, Some("ops")));
+    assert_eq!(
+        (status, by_admin["item"]["lease"]["reviewer"].as_str()),
+        (200, Some("ops"))
+    );
 
     let (_, me) = server.get_as("/v1/whoami", Some(REVIEWER));
-    assert_eq!(me, json!({"name": "rita", "role": "reviewer", "open": false}));
+    assert_eq!(
+        me,
+        json!({"name": "rita", "role": "reviewer", "open": false})
+    );
 }

@@ -504,4 +504,41 @@ mod tests {
             serde_json::json!({"action": "drop", "reason": "spam"})
         );
     }
+
+    #[test]
+    fn the_latest_reviewer_correction_wins_over_the_users() {
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "id": "e", "received_at": 1, "input": "q", "output": "a",
+            "feedback": {"type": "correction", "text": "from the user"},
+        }))
+        .expect("event");
+        let user = Correction::effective(&event, &[]).expect("the user's correction");
+        assert_eq!(
+            (user.text.as_str(), user.source),
+            ("from the user", CorrectionSource::Feedback)
+        );
+        let review = |who: &str, text: Option<&str>| Review {
+            queue: "q".into(),
+            item_id: "i".into(),
+            reviewer: who.into(),
+            verdict: Verdict::Reject,
+            rating: None,
+            tags: vec![],
+            corrected_output: text.map(Into::into),
+            note: None,
+            reviewed_at: 2,
+        };
+        let reviews = [
+            review("ann", Some("from ann")),
+            review("bo", Some("from bo")),
+            review("cy", None),
+        ];
+        let latest = Correction::effective(&event, &reviews).expect("a reviewer's correction");
+        assert_eq!(
+            (latest.text.as_str(), latest.reviewer.as_deref()),
+            ("from bo", Some("bo"))
+        );
+        event.feedback = Feedback::None;
+        assert_eq!(Correction::effective(&event, &[]), None);
+    }
 }

@@ -93,37 +93,65 @@ pub struct QueueBucket {
     pub completed: u64,
 }
 
-/// Reads the window's events and audit trail from the store and sums them up.
+/// Reads the window's events and audit trail from the store, one at a time, and sums
+/// them up.
 pub fn compute(store: &Store, window: Window) -> Result<Stats, StoreError> {
     let filter = EventFilter {
         from_ms: Some(window.from_ms),
         to_ms: Some(window.to_ms()),
         ..EventFilter::default()
     };
-    let events = store.scan(&filter).collect::<Result<Vec<_>, _>>()?;
-    let audit = store.queue_audit(None, None, usize::MAX)?;
-    Ok(aggregate(window, &events, &audit))
+    let mut tally = Tally::new(window);
+    for record in store.scan(&filter) {
+        tally.event(&record?);
+    }
+    for entry in store.queue_audit_between(window.from_ms, window.to_ms())? {
+        tally.audit(&entry?);
+    }
+    Ok(tally.finish())
 }
 
-/// Sums per bucket; events without a prompt are left out of the prompt series.
-pub fn aggregate(window: Window, events: &[EventRecord], audit: &[AuditEntry]) -> Stats {
-    #[derive(Default)]
-    struct Sums {
-        events: Vec<u64>,
-        scored: Vec<u64>,
-        total: Vec<f64>,
+/// Per-bucket sums for one prompt version.
+struct PromptSums {
+    events: Vec<u64>,
+    scored: Vec<u64>,
+    total: Vec<f64>,
+}
+
+/// Running sums over a window; events without a prompt are left out of the prompt series.
+pub struct Tally {
+    window: Window,
+    prompts: BTreeMap<(String, String), PromptSums>,
+    /// Reviews and completions per bucket, per queue.
+    queues: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
+}
+
+fn mean(total: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| total / n as f64)
+}
+
+impl Tally {
+    pub fn new(window: Window) -> Self {
+        Tally {
+            window,
+            prompts: BTreeMap::new(),
+            queues: BTreeMap::new(),
+        }
     }
-    let mut prompts: BTreeMap<(&str, &str), Sums> = BTreeMap::new();
-    for r in events {
-        let (Some(prompt), Some(i)) = (&r.event.prompt, window.index(r.event.received_at)) else {
-            continue;
+
+    pub fn event(&mut self, r: &EventRecord) {
+        let (Some(prompt), Some(i)) = (&r.event.prompt, self.window.index(r.event.received_at))
+        else {
+            return;
         };
-        let sums = prompts
-            .entry((&prompt.name, &prompt.version))
-            .or_insert_with(|| Sums {
-                events: vec![0; window.buckets],
-                scored: vec![0; window.buckets],
-                total: vec![0.0; window.buckets],
+        let n = self.window.buckets;
+        let sums = self
+            .prompts
+            .entry((prompt.name.clone(), prompt.version.clone()))
+            .or_insert_with(|| PromptSums {
+                events: vec![0; n],
+                scored: vec![0; n],
+                total: vec![0.0; n],
             });
         sums.events[i] += 1;
         let score = r.outcome.as_ref().and_then(|o| {
@@ -137,65 +165,70 @@ pub fn aggregate(window: Window, events: &[EventRecord], audit: &[AuditEntry]) -
             sums.total[i] += v;
         }
     }
-    let mean = |total: f64, n: u64| (n > 0).then(|| total / n as f64);
-    let prompts = prompts
-        .into_iter()
-        .map(|((name, version), s)| PromptSeries {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            events: s.events.iter().sum(),
-            satisfaction: mean(s.total.iter().sum(), s.scored.iter().sum()),
-            buckets: window
-                .starts()
-                .enumerate()
-                .map(|(i, start)| PromptBucket {
-                    start,
-                    events: s.events[i],
-                    scored: s.scored[i],
-                    satisfaction: mean(s.total[i], s.scored[i]),
-                })
-                .collect(),
-        })
-        .collect();
 
-    let mut queues: BTreeMap<&str, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
-    for a in audit {
-        let Some(i) = window.index(a.at) else {
-            continue;
+    pub fn audit(&mut self, a: &AuditEntry) {
+        let Some(i) = self.window.index(a.at) else {
+            return;
         };
-        let (reviews, completed) = queues
-            .entry(&a.queue)
-            .or_insert_with(|| (vec![0; window.buckets], vec![0; window.buckets]));
+        let n = self.window.buckets;
+        let (reviews, completed) = self
+            .queues
+            .entry(a.queue.clone())
+            .or_insert_with(|| (vec![0; n], vec![0; n]));
         match a.action {
             AuditAction::Reviewed => reviews[i] += 1,
             AuditAction::Completed => completed[i] += 1,
             _ => {}
         }
     }
-    let queues = queues
-        .into_iter()
-        .map(|(queue, (reviews, completed))| QueueSeries {
-            queue: queue.to_owned(),
-            reviews: reviews.iter().sum(),
-            completed: completed.iter().sum(),
-            buckets: window
-                .starts()
-                .enumerate()
-                .map(|(i, start)| QueueBucket {
-                    start,
-                    reviews: reviews[i],
-                    completed: completed[i],
-                })
-                .collect(),
-        })
-        .collect();
 
-    Stats {
-        from: window.from_ms,
-        to: window.to_ms(),
-        bucket_ms: window.bucket_ms,
-        prompts,
-        queues,
+    pub fn finish(self) -> Stats {
+        let window = self.window;
+        let prompts = self
+            .prompts
+            .into_iter()
+            .map(|((name, version), s)| PromptSeries {
+                name,
+                version,
+                events: s.events.iter().sum(),
+                satisfaction: mean(s.total.iter().sum(), s.scored.iter().sum()),
+                buckets: window
+                    .starts()
+                    .enumerate()
+                    .map(|(i, start)| PromptBucket {
+                        start,
+                        events: s.events[i],
+                        scored: s.scored[i],
+                        satisfaction: mean(s.total[i], s.scored[i]),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let queues = self
+            .queues
+            .into_iter()
+            .map(|(queue, (reviews, completed))| QueueSeries {
+                queue,
+                reviews: reviews.iter().sum(),
+                completed: completed.iter().sum(),
+                buckets: window
+                    .starts()
+                    .enumerate()
+                    .map(|(i, start)| QueueBucket {
+                        start,
+                        reviews: reviews[i],
+                        completed: completed[i],
+                    })
+                    .collect(),
+            })
+            .collect();
+        Stats {
+            from: window.from_ms,
+            to: window.to_ms(),
+            bucket_ms: window.bucket_ms,
+            prompts,
+            queues,
+        }
     }
 }
 
@@ -247,7 +280,10 @@ mod tests {
             audit(2_001, AuditAction::Reviewed),
             audit(2_001, AuditAction::Completed),
         ];
-        let stats = aggregate(window, &events, &trail);
+        let mut tally = Tally::new(window);
+        events.iter().for_each(|e| tally.event(e));
+        trail.iter().for_each(|a| tally.audit(a));
+        let stats = tally.finish();
         let v1 = &stats.prompts[0];
         assert_eq!(
             (v1.name.as_str(), v1.version.as_str(), v1.events),

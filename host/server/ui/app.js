@@ -89,7 +89,7 @@ function showError(err) {
 function age(ms) {
   if (ms == null) return '—';
   const min = ms / 60000;
-  if (min < 1) return 'just now';
+  if (min < 1) return 'now';
   if (min < 60) return `${Math.floor(min)} min`;
   if (min < 60 * 48) return `${Math.floor(min / 60)} h`;
   return `${Math.floor(min / 1440)} d`;
@@ -160,7 +160,7 @@ async function renderQueues() {
     link.dataset.queue = q.name;
     link.setAttribute('aria-label', `Review ${q.name}: ${q.pending} pending`);
     setText(card, 'description', q.description || (q.reviewers_required > 1
-      ? `Each item needs ${q.reviewers_required} reviewers.` : 'Declared by a router.'));
+      ? `Each item needs ${q.reviewers_required} reviewers.` : 'Named by a router.'));
     setText(card, 'pending', q.pending);
     setText(card, 'in_review', q.in_review);
     setText(card, 'done', q.done);
@@ -282,7 +282,8 @@ function renderItem({ item, event }) {
   setText(node, 'lease', item.lease ? `Held for you until ${clock(item.lease.expires_at)}` : '');
   setText(node, 'reason', item.reason || 'No reason given.');
   const votes = field(node, 'votes');
-  for (const v of outcome.votes || []) {
+  const echo = (outcome.votes || []).length === 1 && outcome.votes[0].route.reason === item.reason;
+  for (const v of echo ? [] : outcome.votes || []) {
     votes.append(h('li', `${v.plugin}: ${describeRoute(v.route)}${v.imposed ? ' (imposed: the plugin failed)' : ''}`));
   }
   const prior = item.reviews.length
@@ -303,9 +304,9 @@ function renderItem({ item, event }) {
     const name = h('td');
     name.append(h('strong', s.name));
     if (s.label) name.append(' ', h('span', s.label, 'pill'));
-    name.append(h('div', s.plugin, 'muted'));
+    if (s.plugin !== s.name) name.append(h('div', `by ${s.plugin}`, 'muted'));
     const value = h('td');
-    const meter = h('div', null, `meter${s.value < 0.4 ? ' low' : s.value >= 0.7 ? ' high' : ''}`);
+    const meter = h('div', null, 'meter');
     const track = h('span', null, 'track');
     const fill = h('span', null, 'fill');
     fill.style.width = `${Math.round(s.value * 100)}%`;
@@ -447,7 +448,7 @@ function bucketLabel(ms, bucketMs) {
   const d = new Date(ms);
   return bucketMs >= 86400000
     ? d.toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' })
-    : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+    : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
 }
 
 /**
@@ -464,7 +465,8 @@ function chart({ starts, bucketMs, bars, line, ratio, label, barName, lineName }
     const y = T + ph - f * ph;
     svg('line', { x1: L, x2: W - R, y1: y, y2: y, class: f === 0 ? 'axis' : 'grid' }, root);
     if (f % 0.5 === 0) {
-      svg('text', { x: L - 6, y: y + 3, 'text-anchor': 'end', class: 'tick' }, root).textContent = String(Math.round(top * f));
+      const v = top * f;
+      svg('text', { x: L - 6, y: y + 3, 'text-anchor': 'end', class: 'tick' }, root).textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
       if (ratio) svg('text', { x: W - R + 6, y: y + 3, class: 'tick' }, root).textContent = `${f * 100}%`;
     }
   }
@@ -593,6 +595,7 @@ function chrome(view) {
 
 async function route() {
   releaseHeld();
+  document.getElementById('toast').className = 'toast';
   current = null;
   const hash = location.hash || '#/queues';
   const [, view, arg] = hash.split('/');

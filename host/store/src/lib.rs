@@ -16,7 +16,7 @@
 //! | `queue_done`  | queue                                                 | `u64`: items done         |
 //! | `queue_items` | queue `\0` item id                                    | `QueueEntry`, once claimed |
 //! | `queue_leases`| queue `\0` `expires_at` item id                       | empty                     |
-//! | `queue_audit` | queue `\0` ULID                                       | `AuditEntry`              |
+//! | `queue_audit` | queue `\0` `at` ULID                                  | `AuditEntry`              |
 //! | `kv`          | plugin `\0` key                                       | raw bytes                 |
 //! | `kv_usage`    | plugin                                                | `u64`: key + value bytes  |
 //! | `meta/<name>` | caller's key                                          | caller's bytes            |

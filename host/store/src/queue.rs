@@ -235,8 +235,13 @@ impl Audit<'_> {
 }
 
 impl Store {
-    fn audit_keys(&self, queue: &str) -> [Vec<u8>; 2] {
-        [(); 2].map(|()| codec::named_key(queue, &self.next_ulid().0.to_be_bytes()))
+    /// `queue \0 at ULID`: audit entries sort by time, then by when they were written.
+    fn audit_keys(&self, queue: &str, at: u64) -> [Vec<u8>; 2] {
+        [(); 2].map(|()| {
+            let mut rest = at.to_be_bytes().to_vec();
+            rest.extend_from_slice(&self.next_ulid().0.to_be_bytes());
+            codec::named_key(queue, &rest)
+        })
     }
 
     /// The stored state of an item; items never claimed have none yet and are pending.
@@ -309,7 +314,7 @@ impl Store {
                 continue;
             }
             let key = entry_key(queue, &item.id);
-            let audit_keys = self.audit_keys(queue);
+            let audit_keys = self.audit_keys(queue, now);
             let claimed = from_tx(
                 (
                     &t.queue_items,
@@ -390,7 +395,7 @@ impl Store {
     ) -> Result<QueueEntry> {
         codec::check_name(queue)?;
         let key = entry_key(queue, item_id);
-        let audit_keys = self.audit_keys(queue);
+        let audit_keys = self.audit_keys(queue, now);
         let t = self.trees();
         let released = from_tx(
             (
@@ -435,12 +440,12 @@ impl Store {
 
     /// Records `review` on an item its reviewer holds, and on the item's event. With
     /// `required` reviews the item is done; before that it is pending again for others.
-    pub fn review(&self, item_id: &str, review: Review, required: u32) -> Result<QueueEntry> {
-        let queue = review.queue.as_str();
+    pub fn review(&self, review: Review, required: u32) -> Result<QueueEntry> {
+        let (queue, item_id) = (review.queue.as_str(), review.item_id.as_str());
         codec::check_name(queue)?;
         let key = entry_key(queue, item_id);
-        let audit_keys = self.audit_keys(queue);
         let now = review.reviewed_at;
+        let audit_keys = self.audit_keys(queue, now);
         let reviewer = review.reviewer.as_str();
         let t = self.trees();
         let trees = (
@@ -657,6 +662,27 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every queue's audit entries from `from_ms` (inclusive) to `to_ms` (exclusive),
+    /// queue by queue, each oldest first; read lazily.
+    pub fn queue_audit_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<impl Iterator<Item = Result<AuditEntry>> + use<>> {
+        let t = self.trees();
+        let mut ranges = Vec::new();
+        for name in t.queue_depth.iter().keys() {
+            let queue = codec::decode_str("queue name", &name?)?;
+            let from = codec::named_key(&queue, &from_ms.to_be_bytes());
+            let to = codec::named_key(&queue, &to_ms.to_be_bytes());
+            ranges.push(t.queue_audit.range(from..to).values());
+        }
+        Ok(ranges
+            .into_iter()
+            .flatten()
+            .map(|v| codec::decode("audit entry", &v?)))
     }
 }
 

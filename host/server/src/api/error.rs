@@ -69,20 +69,17 @@ impl From<flywheel_store::StoreError> for ApiError {
         use flywheel_store::StoreError as E;
         let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
         match &e {
-            E::Busy => {
-                return Self::unavailable(
-                    "too many writes are waiting for the disk; retry shortly",
-                );
+            E::Busy => Self::unavailable("too many writes are waiting for the disk; retry shortly"),
+            E::NoSuchItem { .. } => Self::not_found(e.to_string()),
+            E::InvalidName { .. } => Self::bad_request("invalid_name", e.to_string()),
+            E::NotClaimed { .. } => conflict("not_claimed"),
+            E::LeaseExpired { .. } => conflict("lease_expired"),
+            E::ItemDone { .. } => conflict("item_done"),
+            _ => {
+                tracing::error!("store error: {e}");
+                Self::unavailable(format!("the store failed: {e}"))
             }
-            E::NoSuchItem { .. } => return Self::not_found(e.to_string()),
-            E::InvalidName { .. } => return Self::bad_request("invalid_name", e.to_string()),
-            E::NotClaimed { .. } => return conflict("not_claimed"),
-            E::LeaseExpired { .. } => return conflict("lease_expired"),
-            E::ItemDone { .. } => return conflict("item_done"),
-            _ => {}
         }
-        tracing::error!("store error: {e}");
-        Self::unavailable(format!("the store failed: {e}"))
     }
 }
 
@@ -123,5 +120,29 @@ mod tests {
             e.body(),
             json!({"error": {"code": "missing_field", "message": "`input` is required"}})
         );
+    }
+
+    #[test]
+    fn queue_errors_have_their_own_codes() {
+        use flywheel_store::StoreError as E;
+        let item = || "i".to_string();
+        let cases = [
+            (
+                E::NoSuchItem {
+                    queue: "q".into(),
+                    item: item(),
+                },
+                404,
+                "not_found",
+            ),
+            (E::NotClaimed { item: item() }, 409, "not_claimed"),
+            (E::LeaseExpired { item: item() }, 409, "lease_expired"),
+            (E::ItemDone { item: item() }, 409, "item_done"),
+            (E::InvalidName { name: "".into() }, 400, "invalid_name"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+        }
     }
 }

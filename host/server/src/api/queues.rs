@@ -273,7 +273,7 @@ pub async fn review(
     let review = input.into_review(&state, &queue, &item, who)?;
     let settings = state.config.queue(&queue);
     let required = settings.reviewers_required.get();
-    let entry = blocking(&state, move |s| s.review(&item, review, required)).await?;
+    let entry = blocking(&state, move |s| s.review(review, required)).await?;
     Ok(Json(json!({"item": view(&entry, &settings)})))
 }
 

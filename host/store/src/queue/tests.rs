@@ -140,7 +140,7 @@ fn an_expired_lease_puts_the_item_back() {
     // Passed, but not yet taken over: alice cannot review, the item counts as pending.
     let late = review("q", &item, "alice", Verdict::Approve, t0 + 2_000);
     assert!(matches!(
-        store.review(&item, late, 1),
+        store.review(late, 1),
         Err(StoreError::LeaseExpired { .. })
     ));
     assert_eq!(store.queue_depths().unwrap()["q"], 1);
@@ -156,7 +156,7 @@ fn an_expired_lease_puts_the_item_back() {
     assert_eq!(store.queue_depths().unwrap()["q"], 0);
     let late = review("q", &item, "alice", Verdict::Approve, t0 + 3_000);
     assert!(matches!(
-        store.review(&item, late, 1),
+        store.review(late, 1),
         Err(StoreError::NotClaimed { .. })
     ));
     let actions: Vec<(AuditAction, String)> = store
@@ -218,7 +218,7 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
         .unwrap()
         .unwrap();
     let first = store
-        .review(&item, review("q", &item, "alice", Verdict::Approve, now), 2)
+        .review(review("q", &item, "alice", Verdict::Approve, now), 2)
         .unwrap();
     assert_eq!(first.status, ItemStatus::Pending);
     assert!(!first.disagreement());
@@ -230,11 +230,7 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
 
     store.claim("q", "bob", MINUTE, &[], now).unwrap().unwrap();
     let done = store
-        .review(
-            &item,
-            review("q", &item, "bob", Verdict::Reject, now + 1),
-            2,
-        )
+        .review(review("q", &item, "bob", Verdict::Reject, now + 1), 2)
         .unwrap();
     assert_eq!(done.status, ItemStatus::Done);
     assert_eq!(done.done_at, Some(now + 1));
@@ -247,11 +243,11 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
     let listed = store
         .queue_entries("q", Some(ItemStatus::Done), 10, now)
         .unwrap();
-    assert_eq!(listed, [done.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&done));
     let s = &store.queue_summaries(now).unwrap()[0];
     assert_eq!((s.pending, s.in_review, s.done), (0, 0, 1));
     assert!(matches!(
-        store.review(&item, review("q", &item, "bob", Verdict::Reject, now), 2),
+        store.review(review("q", &item, "bob", Verdict::Reject, now), 2),
         Err(StoreError::ItemDone { .. })
     ));
 
@@ -275,6 +271,12 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
         .collect();
     use AuditAction::*;
     assert_eq!(audit, [Claimed, Reviewed, Claimed, Reviewed, Completed]);
+    let late: Vec<AuditAction> = store
+        .queue_audit_between(now + 1, now + 2)
+        .unwrap()
+        .map(|a| a.unwrap().action)
+        .collect();
+    assert_eq!(late, [Reviewed, Completed], "a time range of the trail");
 }
 
 #[test]
