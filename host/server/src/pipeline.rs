@@ -86,6 +86,14 @@ impl LiveSet {
 fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
     let failed = outcome.result.as_ref().err();
     let micros = outcome.duration.as_micros() as u64;
+    tracing::debug!(
+        plugin = %plugin.id().name,
+        version = %plugin.id().version,
+        hash = %plugin.id().hash.get(..12).unwrap_or_default(),
+        duration_us = micros,
+        ok = failed.is_none(),
+        "plugin call"
+    );
     let name = plugin.id().name.clone();
     metrics::counter!("flywheel_plugin_calls_total", "plugin" => name.clone(), "kind" => plugin.kind().as_str())
         .increment(1);
@@ -428,6 +436,7 @@ impl Pipeline {
 }
 
 fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
+    let _span = tracing::debug_span!("event", id = %event.id).entered();
     let started = Instant::now();
     let set = shared.live.load_full();
     let outcome = decide(&set, event);
@@ -473,7 +482,6 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
 
 fn worker(shared: &Shared, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
-        let _span = tracing::debug_span!("event", id = %job.event.id).entered();
         // Errors are logged in `process`; the event stays pending for the sweeper.
         let _ = process(shared, &job.event);
     }

@@ -17,8 +17,8 @@ use flywheel_store::{Appended, EventFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, blocking};
 use crate::config::Role;
 use crate::input::parse_event;
 
@@ -230,9 +230,7 @@ pub async fn get_one(
         .check(&headers, &[Role::Ingest, Role::Reviewer])?;
     let store = state.store.clone();
     let lookup = id.clone();
-    let record = tokio::task::spawn_blocking(move || store.get(&lookup))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let record = blocking(move || Ok(store.get(&lookup)?)).await?;
     match record {
         Some(r) => Ok(Json(r).into_response()),
         None => Err(ApiError::not_found(format!("no event with id `{id}`"))),

@@ -70,6 +70,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Run store scans and wasm compilation off the async runtime: neither may block an
+/// HTTP worker thread, and WASI's synchronous bindings refuse to run on one.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }

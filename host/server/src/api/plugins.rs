@@ -17,8 +17,8 @@ use flywheel_store::EventFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, blocking};
 use crate::config::Role;
 use crate::registry::{Activation, PluginEntry, Registry, RegistryError};
 use crate::replay::{ReplayOptions, replay, route_key};
@@ -69,14 +69,6 @@ impl From<RegistryError> for ApiError {
             RegistryError::Store(e) => ApiError::from(e),
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
 }
 
 /// An entry as the API shows it: with live stats and the versions' stats.

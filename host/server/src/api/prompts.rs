@@ -15,8 +15,8 @@ use flywheel_store::EventFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, blocking};
 use crate::config::Role;
 use crate::datasets::{Builder, Format, Kind, Options};
 use crate::prompts::{PromptError, diff, stats};
@@ -45,14 +45,6 @@ impl From<PromptError> for ApiError {
             PromptError::Store(e) => ApiError::from(e),
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
