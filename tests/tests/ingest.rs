@@ -344,7 +344,11 @@ fn a_failing_plugin_never_loses_the_event() {
     let closed = Server::start(Options {
         plugins: [
             examples_without_sampling(),
-            vec![StagedPlugin::from(plugins::HOSTILE_PANIC).fail_closed().config("spare-ids-with-prefix", "smoke-")],
+            vec![
+                StagedPlugin::from(plugins::HOSTILE_PANIC)
+                    .fail_closed()
+                    .config("spare-ids-with-prefix", "smoke-"),
+            ],
         ]
         .concat(),
         ..Options::default()
@@ -384,7 +388,8 @@ fn a_looping_plugin_is_stopped_and_the_server_stays_up() {
             examples_without_sampling(),
             vec![
                 StagedPlugin::from(plugins::HOSTILE_LOOP).config("spare-ids-with-prefix", "smoke-"),
-                StagedPlugin::from(plugins::HOSTILE_MEMORY).config("spare-ids-with-prefix", "smoke-"),
+                StagedPlugin::from(plugins::HOSTILE_MEMORY)
+                    .config("spare-ids-with-prefix", "smoke-"),
             ],
         ]
         .concat(),
