@@ -7,7 +7,10 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest_dir.parent().expect("benches/ is in the workspace").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("benches/ is in the workspace")
+        .to_path_buf();
     let plugins = root.join("plugins");
     for watched in ["sdk", "examples", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
@@ -27,8 +30,17 @@ fn main() {
         .env_remove("MFLAGS")
         .status()
         .expect("run cargo to build the plugins (is the wasm32-wasip2 target installed? `cargo xtask plugins` adds it)");
-    assert!(status.success(), "building plugins/ for wasm32-wasip2 failed");
+    assert!(
+        status.success(),
+        "building plugins/ for wasm32-wasip2 failed"
+    );
     let artifacts = target_dir.join("wasm32-wasip2").join("release");
-    println!("cargo:rustc-env=FLYWHEEL_BENCH_WASM_DIR={}", artifacts.display());
-    println!("cargo:rustc-env=FLYWHEEL_BENCH_PLUGINS_DIR={}", plugins.join("examples").display());
+    println!(
+        "cargo:rustc-env=FLYWHEEL_BENCH_WASM_DIR={}",
+        artifacts.display()
+    );
+    println!(
+        "cargo:rustc-env=FLYWHEEL_BENCH_PLUGINS_DIR={}",
+        plugins.join("examples").display()
+    );
 }

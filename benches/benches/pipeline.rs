@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use flywheel::pipeline::{LiveSet, decide};
-use flywheel_benches::summary::{Results, print_ratios, print_rates};
+use flywheel_benches::summary::{Results, print_rates, print_ratios};
 use flywheel_benches::{Mode, Size, events, live_set, runtime};
 use flywheel_model::{Event, Route};
 
@@ -43,33 +43,45 @@ fn pipeline(c: &mut Criterion) {
             // Every plugin call must succeed, and the stream must exercise every route.
             let outcomes: Vec<_> = events.iter().map(|e| decide(&set, e)).collect();
             for o in &outcomes {
-                assert!(o.calls.iter().all(|c| c.error.is_none()), "a plugin failed: {:?}", o.calls);
+                assert!(
+                    o.calls.iter().all(|c| c.error.is_none()),
+                    "a plugin failed: {:?}",
+                    o.calls
+                );
             }
             assert!(outcomes.iter().any(|o| matches!(o.route, Route::Review(_))));
             assert!(outcomes.iter().any(|o| matches!(o.route, Route::Label(_))));
 
             let mut next = 0usize;
-            group.bench_function(BenchmarkId::new(format!("latency/{}", mode.name()), size.name()), |b| {
-                b.iter(|| {
-                    next = next.wrapping_add(1);
-                    decide(&set, &events[next % events.len()])
-                })
-            });
+            group.bench_function(
+                BenchmarkId::new(format!("latency/{}", mode.name()), size.name()),
+                |b| {
+                    b.iter(|| {
+                        next = next.wrapping_add(1);
+                        decide(&set, &events[next % events.len()])
+                    })
+                },
+            );
             let n = threads();
-            group.bench_function(BenchmarkId::new(format!("throughput/{}", mode.name()), size.name()), |b| {
-                b.iter_custom(|iters| {
-                    let share = iters.div_ceil(n as u64);
-                    let started = Instant::now();
-                    std::thread::scope(|s| {
-                        for t in 0..n {
-                            let (set, events) = (&set, &events);
-                            s.spawn(move || run(set, events, t * EVENTS / n, share));
-                        }
-                    });
-                    // Time per event: the threads together decided `share * n` events.
-                    started.elapsed().mul_f64(iters as f64 / (share * n as u64) as f64)
-                })
-            });
+            group.bench_function(
+                BenchmarkId::new(format!("throughput/{}", mode.name()), size.name()),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let share = iters.div_ceil(n as u64);
+                        let started = Instant::now();
+                        std::thread::scope(|s| {
+                            for t in 0..n {
+                                let (set, events) = (&set, &events);
+                                s.spawn(move || run(set, events, t * EVENTS / n, share));
+                            }
+                        });
+                        // Time per event: the threads together decided `share * n` events.
+                        started
+                            .elapsed()
+                            .mul_f64(iters as f64 / (share * n as u64) as f64)
+                    })
+                },
+            );
         }
     }
     group.finish();
@@ -85,14 +97,24 @@ fn main() {
     c.final_summary();
 
     let results = Results::since(started);
-    let id = |kind: &str, mode: Mode, size: Size| format!("pipeline/{kind}/{}/{}", mode.name(), size.name());
+    let id = |kind: &str, mode: Mode, size: Size| {
+        format!("pipeline/{kind}/{}/{}", mode.name(), size.name())
+    };
     let mut rates = Vec::new();
     let mut ratios = Vec::new();
     for size in Size::ALL {
         for mode in [Mode::REUSE, Mode::FRESH] {
-            rates.push((format!("latency {} {}", mode.name(), size.name()), id("latency", mode, size)));
             rates.push((
-                format!("throughput ({} threads) {} {}", threads(), mode.name(), size.name()),
+                format!("latency {} {}", mode.name(), size.name()),
+                id("latency", mode, size),
+            ));
+            rates.push((
+                format!(
+                    "throughput ({} threads) {} {}",
+                    threads(),
+                    mode.name(),
+                    size.name()
+                ),
                 id("throughput", mode, size),
             ));
         }
@@ -104,7 +126,11 @@ fn main() {
             ));
         }
         ratios.push((
-            format!("reuse {}: 1 thread ÷ {} threads (time per event)", size.name(), threads()),
+            format!(
+                "reuse {}: 1 thread ÷ {} threads (time per event)",
+                size.name(),
+                threads()
+            ),
             id("latency", Mode::REUSE, size),
             id("throughput", Mode::REUSE, size),
         ));

@@ -18,16 +18,31 @@ use flywheel_runtime::PreparedEvent;
 
 const SCORERS: [&str; 3] = ["satisfaction", "groundedness", "sensitive"];
 const MODES: [Mode; 4] = [
-    Mode { fresh: false, pooling: true },
-    Mode { fresh: false, pooling: false },
-    Mode { fresh: true, pooling: true },
-    Mode { fresh: true, pooling: false },
+    Mode {
+        fresh: false,
+        pooling: true,
+    },
+    Mode {
+        fresh: false,
+        pooling: false,
+    },
+    Mode {
+        fresh: true,
+        pooling: true,
+    },
+    Mode {
+        fresh: true,
+        pooling: false,
+    },
 ];
 /// Event 3 of the stream: a comment (so `satisfaction` runs its lexicon) and an email
 /// address (so `sensitive` finds and redacts PII).
 const EVENT: usize = 3;
 
-fn native(name: &str, event: flywheel_plugin::Event) -> Result<Vec<flywheel_plugin::Score>, String> {
+fn native(
+    name: &str,
+    event: flywheel_plugin::Event,
+) -> Result<Vec<flywheel_plugin::Score>, String> {
     match name {
         "satisfaction" => satisfaction::Satisfaction::score(event),
         "groundedness" => groundedness::Groundedness::score(event),
@@ -47,7 +62,10 @@ fn wasm_vs_native(c: &mut Criterion) {
         for (name, plugin) in &plugins {
             set_native_config(name);
             // Both sides must agree before their speed means anything.
-            let from_wasm = plugin.score(&prepared).result.unwrap_or_else(|f| panic!("{f}"));
+            let from_wasm = plugin
+                .score(&prepared)
+                .result
+                .unwrap_or_else(|f| panic!("{f}"));
             let from_native = native(name, sdk.clone()).unwrap_or_else(|m| panic!("{m}"));
             let values = |v: Vec<f64>| v.into_iter().map(|x| (x * 1e9).round()).collect::<Vec<_>>();
             assert_eq!(
@@ -55,14 +73,18 @@ fn wasm_vs_native(c: &mut Criterion) {
                 values(from_native.iter().map(|s| s.value).collect()),
                 "{name}: wasm and native disagree"
             );
-            assert!(!from_wasm.is_empty(), "{name} scored nothing: the event exercises no logic");
+            assert!(
+                !from_wasm.is_empty(),
+                "{name} scored nothing: the event exercises no logic"
+            );
 
             group.bench_function(BenchmarkId::new(format!("{name}/wasm"), size.name()), |b| {
                 b.iter(|| plugin.score(&prepared))
             });
-            group.bench_function(BenchmarkId::new(format!("{name}/native"), size.name()), |b| {
-                b.iter_batched(|| sdk.clone(), |e| native(name, e), BatchSize::SmallInput)
-            });
+            group.bench_function(
+                BenchmarkId::new(format!("{name}/native"), size.name()),
+                |b| b.iter_batched(|| sdk.clone(), |e| native(name, e), BatchSize::SmallInput),
+            );
         }
     }
     group.finish();
@@ -76,9 +98,10 @@ fn instance_modes(c: &mut Criterion) {
         let rt = runtime(mode);
         for name in SCORERS {
             let plugin = load(&rt, name);
-            group.bench_function(BenchmarkId::new(format!("{name}/{}", mode.name()), "200B"), |b| {
-                b.iter(|| plugin.score(&prepared))
-            });
+            group.bench_function(
+                BenchmarkId::new(format!("{name}/{}", mode.name()), "200B"),
+                |b| b.iter(|| plugin.score(&prepared)),
+            );
         }
     }
     group.finish();
@@ -99,16 +122,32 @@ fn main() {
     for size in Size::ALL {
         for name in SCORERS {
             let id = |side: &str| format!("plugin_call/{name}/{side}/{}", size.name());
-            rows.push((format!("{name} {} wasm ÷ native", size.name()), id("wasm"), id("native")));
+            rows.push((
+                format!("{name} {} wasm ÷ native", size.name()),
+                id("wasm"),
+                id("native"),
+            ));
         }
     }
-    print_ratios("plugin call: wasm (warm instance) ÷ native", &results, &rows);
+    print_ratios(
+        "plugin call: wasm (warm instance) ÷ native",
+        &results,
+        &rows,
+    );
     let mut rows = Vec::new();
     for name in SCORERS {
         let id = |mode: Mode| format!("instance/{name}/{}/200B", mode.name());
         for mode in &MODES[1..] {
-            rows.push((format!("{name} {} ÷ reuse-pool", mode.name()), id(*mode), id(MODES[0])));
+            rows.push((
+                format!("{name} {} ÷ reuse-pool", mode.name()),
+                id(*mode),
+                id(MODES[0]),
+            ));
         }
     }
-    print_ratios("instance modes, 200 B event (÷ warm instance, pooling)", &results, &rows);
+    print_ratios(
+        "instance modes, 200 B event (÷ warm instance, pooling)",
+        &results,
+        &rows,
+    );
 }

@@ -4,7 +4,7 @@
 //! the end of a run. Nothing here is timed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use flywheel::pipeline::LiveSet;
@@ -13,11 +13,25 @@ use flywheel_runtime::{Manifest, MemoryKv, Plugin, Runtime, RuntimeOptions};
 
 /// Where `build.rs` left the wasm components.
 const WASM_DIR: &str = env!("FLYWHEEL_BENCH_WASM_DIR");
+
+/// The wasm components' directory: `FLYWHEEL_BENCH_WASM_OVERRIDE` at run time if set
+/// (another build of the plugins, e.g. an unstripped one whose function names show up
+/// in `perf`, or an older one to compare with), else the one `build.rs` made.
+fn wasm_dir() -> PathBuf {
+    std::env::var_os("FLYWHEEL_BENCH_WASM_OVERRIDE")
+        .map_or_else(|| PathBuf::from(WASM_DIR), PathBuf::from)
+}
 /// `plugins/examples`, for the manifests.
 const PLUGINS_DIR: &str = env!("FLYWHEEL_BENCH_PLUGINS_DIR");
 
 /// The example plugins, scorers first (the order `decide` runs them in).
-pub const EXAMPLES: [&str; 5] = ["satisfaction", "groundedness", "sensitive", "hitl-router", "prompt-refiner"];
+pub const EXAMPLES: [&str; 5] = [
+    "satisfaction",
+    "groundedness",
+    "sensitive",
+    "hitl-router",
+    "prompt-refiner",
+];
 
 /// How a runtime runs calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +43,14 @@ pub struct Mode {
 }
 
 impl Mode {
-    pub const REUSE: Mode = Mode { fresh: false, pooling: true };
-    pub const FRESH: Mode = Mode { fresh: true, pooling: true };
+    pub const REUSE: Mode = Mode {
+        fresh: false,
+        pooling: true,
+    };
+    pub const FRESH: Mode = Mode {
+        fresh: true,
+        pooling: true,
+    };
 
     /// A short name for bench ids: `reuse-pool`, `fresh-ondemand`, ...
     pub fn name(self) -> &'static str {
@@ -46,7 +66,7 @@ impl Mode {
 /// A runtime in `mode`, caching compiled components under `target/` so that only the
 /// first run pays for Cranelift.
 pub fn runtime(mode: Mode) -> Runtime {
-    let cache = Path::new(WASM_DIR).join("bench-cache");
+    let cache = wasm_dir().join("bench-cache");
     let rt = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache),
         pooling: mode.pooling,
@@ -55,7 +75,10 @@ pub fn runtime(mode: Mode) -> Runtime {
     })
     .expect("the runtime starts");
     if mode.pooling && !rt.pooling() {
-        eprintln!("warning: the pooling allocator was refused on this machine; `{}` runs on-demand", mode.name());
+        eprintln!(
+            "warning: the pooling allocator was refused on this machine; `{}` runs on-demand",
+            mode.name()
+        );
     }
     rt
 }
@@ -63,20 +86,26 @@ pub fn runtime(mode: Mode) -> Runtime {
 /// The manifest of an example plugin, as `plugins/examples/<name>/plugin.toml` has it.
 pub fn manifest(name: &str) -> Manifest {
     let path = PathBuf::from(PLUGINS_DIR).join(name).join("plugin.toml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     Manifest::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Load one example plugin from its compiled component, warmed up once.
 pub fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
-    let wasm_path = PathBuf::from(WASM_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm_path = wasm_dir().join(format!("{}.wasm", name.replace('-', "_")));
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| {
-        panic!("read {}: {e} (run `cargo xtask plugins` to build the plugins)", wasm_path.display())
+        panic!(
+            "read {}: {e} (run `cargo xtask plugins` to build the plugins)",
+            wasm_path.display()
+        )
     });
     let plugin = rt
         .load(manifest(name), &wasm, Arc::new(MemoryKv::default()))
         .unwrap_or_else(|e| panic!("load {name}: {e}"));
-    plugin.warm_up().unwrap_or_else(|e| panic!("warm up {name}: {e}"));
+    plugin
+        .warm_up()
+        .unwrap_or_else(|e| panic!("warm up {name}: {e}"));
     Arc::new(plugin)
 }
 
@@ -88,7 +117,10 @@ pub fn live_set(rt: &Runtime) -> LiveSet {
 /// Make this thread's SDK fakes return `name`'s manifest config, as the host would.
 pub fn set_native_config(name: &str) {
     let config: BTreeMap<String, String> = manifest(name).config;
-    let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     flywheel_plugin::testing::set_config(&pairs);
 }
 
@@ -196,12 +228,21 @@ pub fn event(i: usize, size: Size) -> Event {
     }
     let (n, passage_bytes) = size.passages();
     let context = (0..n)
-        .map(|_| text_of(&mut rng, &[SENTENCES, SENTENCES, DISTRACTORS], passage_bytes))
+        .map(|_| {
+            text_of(
+                &mut rng,
+                &[SENTENCES, SENTENCES, DISTRACTORS],
+                passage_bytes,
+            )
+        })
         .collect();
     let feedback = match i % 6 {
         0 => Feedback::Thumbs { value: Thumb::Up },
         1 => Feedback::Thumbs { value: Thumb::Down },
-        2 => Feedback::Rating { value: 4.0, scale: 5.0 },
+        2 => Feedback::Rating {
+            value: 4.0,
+            scale: 5.0,
+        },
         3 => Feedback::Comment {
             text: "Thanks, that was helpful, but the link did not work on my phone.".into(),
         },
@@ -227,7 +268,10 @@ pub fn event(i: usize, size: Size) -> Event {
         output,
         context,
         feedback,
-        metadata: BTreeMap::from([("locale".into(), "en-GB".into()), ("channel".into(), "web".into())]),
+        metadata: BTreeMap::from([
+            ("locale".into(), "en-GB".into()),
+            ("channel".into(), "web".into()),
+        ]),
     }
 }
 
@@ -265,7 +309,11 @@ pub fn to_sdk(e: &Event) -> flywheel_plugin::Event {
             Feedback::Comment { text } => Signal::Comment(text.clone()),
             Feedback::None => Signal::None,
         },
-        metadata: e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        metadata: e
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

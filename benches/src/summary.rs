@@ -17,7 +17,10 @@ fn criterion_dir() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(target).join("criterion");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("criterion")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("criterion")
 }
 
 /// Time per iteration (ns) of every benchmark measured since `since`, by full id
@@ -33,14 +36,16 @@ impl Results {
         let mut ns = HashMap::new();
         let mut stack = vec![criterion_dir()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for path in entries.filter_map(Result::ok).map(|e| e.path()) {
                 if path.is_dir() {
                     stack.push(path);
-                } else if path.ends_with("new/benchmark.json") {
-                    if let Some((id, value)) = read(&path, since) {
-                        ns.insert(id, value);
-                    }
+                } else if path.ends_with("new/benchmark.json")
+                    && let Some((id, value)) = read(&path, since)
+                {
+                    ns.insert(id, value);
                 }
             }
         }
@@ -64,7 +69,9 @@ fn read(benchmark: &Path, since: SystemTime) -> Option<(String, f64)> {
     if modified < since {
         return None;
     }
-    let parse = |p: &Path| -> Option<Value> { serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok() };
+    let parse = |p: &Path| -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+    };
     let id = parse(benchmark)?.get("full_id")?.as_str()?.to_string();
     let est = parse(&estimates)?;
     // What criterion prints as "time": the slope when it has one, else the mean.
@@ -95,13 +102,20 @@ pub fn print_ratios(title: &str, results: &Results, rows: &[(String, String, Str
         .iter()
         .filter_map(|(label, num, den)| {
             let (n, d) = (results.ns(num)?, results.ns(den)?);
-            Some(format!("| {label} | {} | {} | {:.2}× |", human(n), human(d), n / d))
+            Some(format!(
+                "| {label} | {} | {} | {:.2}× |",
+                human(n),
+                human(d),
+                n / d
+            ))
         })
         .collect();
     if lines.is_empty() {
         return;
     }
-    println!("\n### {title}\n\n| comparison | numerator | denominator | ratio |\n|---|---|---|---|");
+    println!(
+        "\n### {title}\n\n| comparison | numerator | denominator | ratio |\n|---|---|---|---|"
+    );
     for l in lines {
         println!("{l}");
     }

@@ -86,21 +86,42 @@ impl<'a> RawWords<'a> {
     /// Why: callers that need positions (e.g. "is this word at the start of
     /// a sentence?") get them without a second scan.
     pub fn next_with_offset(&mut self) -> Option<(usize, &'a str)> {
-        let rest = &self.text[self.pos..];
-        let start = self.pos + rest.find(is_word_char)?;
-        let mut end = start;
-        let mut chars = self.text[start..].char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        // Byte-wise with an ASCII fast path: decoding every `char` of a mostly
+        // ASCII text was the single largest cost of the text heuristics.
+        let text = self.text;
+        let mut i = self.pos;
+        let start = loop {
+            let (c, len) = char_at(text, i)?;
             if is_word_char(c) {
-                end = start + i + c.len_utf8();
-            } else if is_joiner(c) && chars.peek().is_some_and(|&(_, n)| is_word_char(n)) {
-                continue;
+                break i;
+            }
+            i += len;
+        };
+        let mut end = start;
+        while let Some((c, len)) = char_at(text, i) {
+            if is_word_char(c) {
+                i += len;
+                end = i;
+            } else if is_joiner(c) && char_at(text, i + len).is_some_and(|(n, _)| is_word_char(n)) {
+                i += len;
             } else {
                 break;
             }
         }
         self.pos = end;
-        Some((start, &self.text[start..end]))
+        Some((start, &text[start..end]))
+    }
+}
+
+/// The `char` starting at byte `i` of `text` and its length in bytes; `None` at the
+/// end. `i` must be on a char boundary.
+#[inline]
+fn char_at(text: &str, i: usize) -> Option<(char, usize)> {
+    let b = *text.as_bytes().get(i)?;
+    if b.is_ascii() {
+        Some((char::from(b), 1))
+    } else {
+        text[i..].chars().next().map(|c| (c, c.len_utf8()))
     }
 }
 
@@ -368,8 +389,22 @@ const STOPWORDS: &[&str] = &[
 /// Why: overlap heuristics should compare content words; function words
 /// match any text and would inflate every overlap.
 pub fn is_stopword(word: &str) -> bool {
-    STOPWORDS.binary_search(&word).is_ok()
+    // Most content words are longer than any stopword: skip the search.
+    word.len() <= MAX_STOPWORD_LEN && STOPWORDS.binary_search(&word).is_ok()
 }
+
+/// The length of the longest stopword, in bytes.
+const MAX_STOPWORD_LEN: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < STOPWORDS.len() {
+        if STOPWORDS[i].len() > max {
+            max = STOPWORDS[i].len();
+        }
+        i += 1;
+    }
+    max
+};
 
 /// The lower-cased content words of `text`: words that are not stopwords,
 /// contain a letter and are at least two bytes long.
@@ -461,7 +496,17 @@ impl TokenSet {
     /// Why: normalising words on the way in without allocating a `String`
     /// per word; probe with the same `map` applied to the query.
     pub fn extend_mapped(&mut self, text: &str, map: impl Fn(&str) -> &str) {
-        self.hashes.extend(words(text).map(|w| token_hash(map(&w))));
+        self.extend_mapped_all([text], map);
+    }
+
+    /// [`extend_mapped`](Self::extend_mapped) for several texts at once.
+    ///
+    /// Why: the set is sorted once for all of them, not once per text (a
+    /// retrieved context is several passages).
+    pub fn extend_mapped_all<'t>(&mut self, texts: impl IntoIterator<Item = &'t str>, map: impl Fn(&str) -> &str) {
+        for text in texts {
+            self.hashes.extend(words(text).map(|w| token_hash(map(&w))));
+        }
         self.hashes.sort_unstable();
         self.hashes.dedup();
     }
@@ -504,29 +549,117 @@ impl<S: AsRef<str>> FromIterator<S> for TokenSet {
 ///
 /// Why whole words: lexicon terms are short ("sue", "mg", "stock") and would
 /// otherwise match inside "issue", "among", "Stockholm".
+///
+/// To check many phrases against one text, use a [`PhraseIndex`]: it gives
+/// the same answers without scanning the text once per phrase.
 pub fn has_phrase(haystack: &str, phrase: &str) -> bool {
+    let Some((needle, prefix)) = split_phrase(phrase) else {
+        return false;
+    };
+    // Every occurrence, overlapping ones included, so that a failed match
+    // cannot hide the next one ("b b" in "ab b b").
+    let mut from = 0;
+    while let Some(k) = haystack[from..].find(needle) {
+        let i = from + k;
+        if matches_at(haystack, i, needle, prefix) {
+            return true;
+        }
+        from = i + haystack[i..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+/// A lexicon phrase split into its text and whether it is a prefix (`*`).
+fn split_phrase(phrase: &str) -> Option<(&str, bool)> {
     let (needle, prefix) = match phrase.strip_suffix('*') {
         Some(n) => (n, true),
         None => (phrase, false),
     };
-    if needle.is_empty() {
+    (!needle.is_empty()).then_some((needle, prefix))
+}
+
+/// Whether `needle` at byte `i` of `haystack` is a whole-word match (see
+/// [`has_phrase`]).
+fn matches_at(haystack: &str, i: usize, needle: &str, prefix: bool) -> bool {
+    if !haystack[i..].starts_with(needle) {
         return false;
     }
-    let bytes = haystack.as_bytes();
-    let boundary = |i: usize, before: bool| -> bool {
-        let c = if before {
-            haystack[..i].chars().next_back()
-        } else {
-            haystack[i..].chars().next()
+    let end = i + needle.len();
+    let starts_ok =
+        !needle.starts_with(is_word_char) || haystack[..i].chars().next_back().is_none_or(|c| !is_word_char(c));
+    let ends_ok =
+        prefix || !needle.ends_with(is_word_char) || haystack[end..].chars().next().is_none_or(|c| !is_word_char(c));
+    starts_ok && ends_ok
+}
+
+/// One text prepared for many [`has_phrase`] checks: the byte offsets where
+/// a word starts, grouped by their first byte.
+///
+/// Why: a topic lexicon holds dozens of phrases; with `has_phrase` each one
+/// scans the whole text, which made lexicon matching the dominant cost of a
+/// call (and several times slower in wasm than natively). Here the text is
+/// scanned once, and a phrase is only compared where a word starting with
+/// its first byte does. [`PhraseIndex::has`] gives exactly the answer of
+/// [`has_phrase`].
+#[derive(Debug, Clone)]
+pub struct PhraseIndex<'a> {
+    text: &'a str,
+    /// Offsets of every word start, grouped by first byte (a counting sort):
+    /// those starting with byte `b` are `starts[group[b]..group[b + 1]]`.
+    starts: Vec<u32>,
+    group: [u32; 257],
+}
+
+impl<'a> PhraseIndex<'a> {
+    /// Index `text`, which must already be lower case (see [`normalize`]).
+    pub fn new(text: &'a str) -> Self {
+        let bytes = text.as_bytes();
+        let mut found = Vec::new();
+        let mut group = [0u32; 257];
+        let mut prev_is_word = false;
+        let mut i = 0;
+        while let Some((c, len)) = char_at(text, i) {
+            let is_word = is_word_char(c);
+            if is_word && !prev_is_word {
+                found.push(i as u32);
+                group[usize::from(bytes[i]) + 1] += 1;
+            }
+            prev_is_word = is_word;
+            i += len;
+        }
+        for b in 1..group.len() {
+            group[b] += group[b - 1];
+        }
+        let mut next = group;
+        let mut starts = vec![0; found.len()];
+        for i in found {
+            let slot = &mut next[usize::from(bytes[i as usize])];
+            starts[*slot as usize] = i;
+            *slot += 1;
+        }
+        PhraseIndex { text, starts, group }
+    }
+
+    /// The indexed text.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Whether the text contains `phrase` as whole words (see [`has_phrase`]).
+    pub fn has(&self, phrase: &str) -> bool {
+        let Some((needle, prefix)) = split_phrase(phrase) else {
+            return false;
         };
-        c.is_none_or(|c| !is_word_char(c))
-    };
-    haystack.match_indices(needle).any(|(i, _)| {
-        let end = i + needle.len();
-        let starts_ok = !needle.starts_with(is_word_char) || boundary(i, true);
-        let ends_ok = prefix || !needle.ends_with(is_word_char) || end == bytes.len() || boundary(end, false);
-        starts_ok && ends_ok
-    })
+        if !needle.starts_with(is_word_char) {
+            // Such a phrase may start anywhere, not only at a word.
+            return has_phrase(self.text, phrase);
+        }
+        let first = usize::from(needle.as_bytes()[0]);
+        let (lo, hi) = (self.group[first] as usize, self.group[first + 1] as usize);
+        self.starts[lo..hi]
+            .iter()
+            .any(|&i| matches_at(self.text, i as usize, needle, prefix))
+    }
 }
 
 /// The first phrase of `phrases` found in `haystack` (see [`has_phrase`]).
@@ -859,6 +992,55 @@ mod tests {
         assert!(!has_phrase(&t, "hallucinat"));
         assert!(has_phrase("tl;dr", "tl;dr"));
         assert_eq!(find_phrase(&t, &["nope", "issue"]), Some("issue"));
+        // A failed match must not hide an overlapping one.
+        assert!(has_phrase("ab b b", "b b"));
+    }
+
+    #[test]
+    fn phrase_index_agrees_with_has_phrase() {
+        let texts = [
+            "this issue is among the things you didn't follow; she hallucinated.",
+            "ab b b",
+            "take 500mg of ibuprofen, twice a day (see your doctor's advice)",
+            "my 401(k) and 401k; e.g. tl;dr -- ünïcode über über-cool, it’s ok",
+            "",
+            "   ",
+            "sue sued suing lawsuit-free lawsuits",
+        ];
+        let phrases = [
+            "sue",
+            "sued",
+            "mg",
+            "issue",
+            "didn't follow",
+            "hallucinat*",
+            "hallucinat",
+            "tl;dr",
+            "b b",
+            "b",
+            "401(k)",
+            "(k)",
+            "-- ",
+            "über",
+            "über-cool",
+            "cool",
+            "it’s",
+            "doctor*",
+            "doctor's advice",
+            "a day",
+            "lawsuit*",
+            "e.g",
+            ".",
+            "",
+            "*",
+            "ok",
+        ];
+        for t in texts {
+            let index = PhraseIndex::new(t);
+            for p in phrases {
+                assert_eq!(index.has(p), has_phrase(t, p), "{p:?} in {t:?}");
+            }
+        }
     }
 
     #[test]

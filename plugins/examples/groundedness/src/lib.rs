@@ -131,9 +131,9 @@ pub fn assess(event: &Event, settings: &Settings) -> Option<Score> {
 /// input).
 pub fn find(event: &Event) -> Findings<'_> {
     let mut context_words = TokenSet::new();
+    context_words.extend_mapped_all(event.context.iter().map(String::as_str), text::light_stem);
     let mut context_numbers: Vec<Number<'_>> = Vec::new();
     for passage in &event.context {
-        context_words.extend_mapped(passage, text::light_stem);
         context_numbers.extend(text::numbers(passage));
     }
     context_numbers.extend(text::numbers(&event.input));
@@ -183,11 +183,13 @@ pub fn find(event: &Event) -> Findings<'_> {
 fn is_list_marker(text: &str, number: &Number<'_>) -> bool {
     let start = number.text.as_ptr() as usize - text.as_ptr() as usize;
     let end = start + number.text.len();
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    text[line_start..start].trim().is_empty()
-        && !number.percent
+    // The cheap checks first: finding the line start scans back through the text.
+    !number.percent
         && number.value.fract() == 0.0
         && matches!(text.as_bytes().get(end), Some(b'.' | b')'))
+        && text[text[..start].rfind('\n').map_or(0, |i| i + 1)..start]
+            .trim()
+            .is_empty()
 }
 
 fn reason(f: &Findings<'_>) -> String {

@@ -174,12 +174,11 @@ pub fn sentiment(comment: &str) -> (usize, usize) {
     let mut i = 0;
     while i < words.len() {
         let w = words[i].as_ref();
-        let two = words.get(i + 1).map(|n| format!("{w} {n}"));
-        let (is_pos, len) = if two.as_deref().is_some_and(|t| POSITIVE.contains(&t)) {
-            (true, 2)
-        } else {
-            (POSITIVE.contains(&w), 1)
-        };
+        // Two-word terms ("thank you") are compared in place: no `String` per word.
+        let two = words
+            .get(i + 1)
+            .is_some_and(|n| POSITIVE.iter().any(|p| p.split_once(' ') == Some((w, n.as_ref()))));
+        let (is_pos, len) = if two { (true, 2) } else { (POSITIVE.contains(&w), 1) };
         if is_pos {
             let negated = words[i.saturating_sub(2)..i]
                 .iter()

@@ -240,10 +240,15 @@ pub fn assess(event: &Event, settings: &Settings) -> Score {
     }
     let output_lower = text::normalize(&event.output);
     let input_lower = text::normalize(&event.input);
+    // Each text is indexed once for the ~80 cues of the lexicons.
+    let (output_index, input_index) = (
+        text::PhraseIndex::new(&output_lower),
+        text::PhraseIndex::new(&input_lower),
+    );
     let mut topics: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for topic in &settings.topics {
-        let (w_out, mut cues) = topic_cues(topic, &output_lower);
-        let (w_in, cues_in) = topic_cues(topic, &input_lower);
+        let (w_out, mut cues) = topic_cues(topic, &output_index);
+        let (w_in, cues_in) = topic_cues(topic, &input_index);
         if w_out + settings.input_topic_weight * w_in >= 1.0 - 1e-9 {
             for c in cues_in {
                 if !cues.contains(&c) {
@@ -286,19 +291,19 @@ pub fn assess(event: &Event, settings: &Settings) -> Score {
         .with_reason(format!("Found {}.", parts.join("; ")))
 }
 
-/// The summed weight of `topic`'s cues in `lower` (normalised text) and the
-/// cues that matched, in lexicon order. Dosages written as one word
-/// (`500mg`, `2.5ml`) count as a strong medical cue.
-pub fn topic_cues(topic: &Topic, lower: &str) -> (f64, Vec<&'static str>) {
+/// The summed weight of `topic`'s cues in a normalised text (indexed once
+/// for all cues) and the cues that matched, in lexicon order. Dosages
+/// written as one word (`500mg`, `2.5ml`) count as a strong medical cue.
+pub fn topic_cues(topic: &Topic, index: &text::PhraseIndex<'_>) -> (f64, Vec<&'static str>) {
     let mut weight = 0.0;
     let mut found = Vec::new();
     for &(cue, w) in topic.cues {
-        if text::has_phrase(lower, cue) {
+        if index.has(cue) {
             weight += w;
             found.push(cue);
         }
     }
-    if topic.name == "medical" && has_glued_dosage(lower) {
+    if topic.name == "medical" && has_glued_dosage(index.text()) {
         weight += 1.0;
         found.push("dosage");
     }
