@@ -6,6 +6,7 @@
 #
 #   scripts/loadtest.sh                      # 10 s per scenario, prints a markdown table
 #   DURATION=30s CONNECTIONS=128 scripts/loadtest.sh
+#   DURABLE=false scripts/loadtest.sh        # what durability costs
 #
 # Events carry no id, so the server assigns a ULID to each (no duplicates). Besides
 # what wrk sees, the table reports how many events the pipeline processed during the
@@ -18,6 +19,7 @@ WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-64}          # single-event scenarios
 BATCH_CONNECTIONS=${BATCH_CONNECTIONS:-8}
 BATCH=${BATCH:-100}
+DURABLE=${DURABLE:-true}                # false: measure what durability costs
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -30,6 +32,7 @@ if ! command -v wrk >/dev/null; then
     $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
 fi
 
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "loadtest: building flywheel (release) and staging the plugins" >&2
 cargo build --quiet --release -p flywheel
 cargo xtask plugins >/dev/null
@@ -44,6 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/no-plugins"
+echo "durable = $DURABLE" >"$work/config.toml"
+servers=0
 
 # A few realistic events (a ~200-byte answer, its retrieved context, each kind of
 # feedback, one with an email address) so every plugin rule runs.
@@ -113,18 +118,26 @@ metric() { # metric <port> <name>: a counter's value from /metrics, summed over 
 }
 
 start_server() { # start_server <plugins dir>: sets server_pid and port
-    local data=$work/data-$RANDOM
-    taskset -c "$SERVER_CPU" "$bin" serve --listen 127.0.0.1:0 --data "$data" --plugins "$1" \
-        >"$work/server.out" 2>"$work/server.err" &
+    servers=$((servers + 1))
+    local run=$work/server-$servers
+    mkdir -p "$run"
+    taskset -c "$SERVER_CPU" "$bin" serve --config "$work/config.toml" --listen 127.0.0.1:0 --data "$run/data" --plugins "$1" \
+        >"$run/out" 2>"$run/err" &
     server_pid=$!
+    port=
     for _ in $(seq 1 600); do
-        port=$(sed -n 's#^flywheel listening on http://127.0.0.1:\([0-9]*\).*#\1#p' "$work/server.out")
+        [ -f "$run/out" ] && port=$(sed -n 's#^flywheel listening on http://127.0.0.1:\([0-9]*\).*#\1#p' "$run/out")
         [ -n "$port" ] && return 0
-        kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.err" >&2; echo "loadtest: server died" >&2; exit 1; }
+        kill -0 "$server_pid" 2>/dev/null || { cat "$run/err" >&2; echo "loadtest: server died" >&2; exit 1; }
         sleep 0.1
     done
     echo "loadtest: server did not start" >&2; exit 1
 }
+
+cpu_ticks() { # user + system CPU time of the server so far, in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$server_pid/stat"
+}
+hz=$(getconf CLK_TCK)
 
 stop_server() {
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
@@ -138,7 +151,7 @@ wrk_run() { # wrk_run <duration> <connections> <batch>
 
 field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
 
-declare -A eps
+declare -A eps pps
 rows=()
 for scenario in single batch; do
     if [ $scenario = single ]; then batch=1 conns=$CONNECTIONS; else batch=$BATCH conns=$BATCH_CONNECTIONS; fi
@@ -149,7 +162,9 @@ for scenario in single batch; do
         wrk_run "$WARMUP" "$conns" "$batch" >/dev/null
         accepted0=$(metric "$port" flywheel_events_accepted_total)
         processed0=$(metric "$port" flywheel_events_processed_total)
+        cpu0=$(cpu_ticks)
         result=$(wrk_run "$DURATION" "$conns" "$batch")
+        cpu=$(( $(cpu_ticks) - cpu0 ))
         accepted=$(( $(metric "$port" flywheel_events_accepted_total) - accepted0 ))
         processed=$(( $(metric "$port" flywheel_events_processed_total) - processed0 ))
         stop_server
@@ -160,22 +175,30 @@ for scenario in single batch; do
         p50=$(awk -v v="$(field p50_us "$result")" 'BEGIN { printf "%.2f", v / 1000 }')
         p99=$(awk -v v="$(field p99_us "$result")" 'BEGIN { printf "%.2f", v / 1000 }')
         errors=$(( $(field non2xx "$result") + $(field socket_errors "$result") ))
+        # CPU the server got (of its one core) and CPU per acknowledged event: on a
+        # shared machine the second is the figure that does not depend on the neighbours.
+        share=$(awk -v c="$cpu" -v hz="$hz" -v us="$us" 'BEGIN { printf "%.0f%%", 100 * (c / hz) / (us / 1e6) }')
+        cpu_ev=$(awk -v c="$cpu" -v hz="$hz" -v a="$accepted" 'BEGIN { printf "%.0f", (a > 0 ? 1e6 * (c / hz) / a : 0) }')
         eps[$scenario-$set]=$ev
+        pps[$scenario-$set]=$pr
         label=$([ $set = plugins ] && echo "5 examples" || echo "none")
-        rows+=("| $scenario ($batch/req, $conns conns) | $label | $rps | $ev | $p50 | $p99 | $pr | $errors |")
+        rows+=("| $scenario ($batch/req, $conns conns) | $label | $rps | $ev | $p50 | $p99 | $pr | $share | $cpu_ev | $errors |")
     done
 done
 
 echo
-echo "Load test: $DURATION per scenario after a $WARMUP warm-up; server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; durable writes."
+echo "Load test: $DURATION per scenario after a $WARMUP warm-up; server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; durable = $DURABLE."
+echo "Load average at the start: $loadavg (other processes share these cores)."
 echo
-echo "| scenario | plugins | requests/s | events/s (acked) | p50 ms | p99 ms | events/s processed by the pipeline | errors |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| scenario | plugins | requests/s | events/s (acked) | p50 ms | p99 ms | events/s processed by the pipeline | server CPU share | server CPU µs per acked event | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "| ratio | value |"
 echo "|---|---|"
 for scenario in single batch; do
     awk -v a="${eps[$scenario-plugins]}" -v b="${eps[$scenario-none]}" -v s="$scenario" \
-        'BEGIN { printf "| %s: events/s with plugins ÷ without | %.2f× |\n", s, (b > 0 ? a / b : 0) }'
+        'BEGIN { printf "| %s: acked events/s with plugins ÷ without | %.2f× |\n", s, (b > 0 ? a / b : 0) }'
+    awk -v a="${pps[$scenario-plugins]}" -v b="${pps[$scenario-none]}" -v s="$scenario" \
+        'BEGIN { printf "| %s: processed events/s with plugins ÷ without | %.2f× |\n", s, (b > 0 ? a / b : 0) }'
 done
