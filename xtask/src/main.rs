@@ -2,8 +2,10 @@
 //!
 //! `serve` builds the example plugins and runs the server with them; `test` runs every
 //! test (plugins' native tests, the host's unit tests, the end-to-end suite); `plugins`
-//! only builds and stages the plugins; `bench` runs the benchmarks. Each installs the
-//! `wasm32-wasip2` target first if it is missing.
+//! only builds and stages the plugins; `bench` runs the benchmarks (`cargo bench`, then
+//! the Extism peer harness); `bench-extism` runs only the Extism peer harness
+//! (`benches/extism-peer`, a workspace of its own). Each installs the wasm targets it
+//! needs first if they are missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The target of the Extism peer's guest (`benches/extism-peer/guest`).
+const EXTISM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -26,6 +30,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         "bench" => bench(&root, &rest),
+        "bench-extism" => bench_extism(&root, &rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -33,7 +38,9 @@ fn main() -> Result<()> {
                  serve [ARGS]   build the example plugins and run `flywheel serve` with them\n  \
                  test [ARGS]    run the whole test suite (ARGS go to cargo nextest)\n  \
                  plugins        build the plugins for {WASM_TARGET} and stage them in target/flywheel-plugins\n  \
-                 bench [ARGS]   run the benchmarks (cargo bench)"
+                 bench [ARGS]   run the benchmarks (cargo bench, ARGS go to it), then the Extism peer harness\n  \
+                 bench-extism [ARGS]\n                \
+                 run only the Extism peer harness (benches/extism-peer; ARGS go to it, e.g. --quick)"
             );
             if cmd.is_empty() || cmd == "help" || cmd == "--help" {
                 Ok(())
@@ -66,17 +73,21 @@ fn cargo() -> Command {
 
 /// `rustup target add` is idempotent and fast when the target is already there.
 fn ensure_wasm_target() -> Result<()> {
+    ensure_target(WASM_TARGET)
+}
+
+fn ensure_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("running rustup (needed to add the wasm32-wasip2 target)")?;
+        .with_context(|| format!("running rustup (needed to add the {target} target)"))?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|l| l.trim() == WASM_TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
-    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+    run(Command::new("rustup").args(["target", "add", target]))
 }
 
 /// Build every plugin crate for wasm32-wasip2 in its own target dir (the same one the
@@ -195,5 +206,28 @@ fn bench(root: &Path, rest: &[String]) -> Result<()> {
     run(cargo()
         .current_dir(root)
         .args(["bench", "--workspace"])
+        .args(rest))?;
+    run_extism_peer(root, &[])
+}
+
+/// The Extism peer harness alone (issue #7): our component scorers against the same
+/// code as an Extism plugin. Its own workspace (extism brings a second wasmtime), so
+/// it is built with `--manifest-path`, into `benches/extism-peer/target`.
+fn bench_extism(root: &Path, rest: &[String]) -> Result<()> {
+    stage_plugins(root)?;
+    run_extism_peer(root, rest)
+}
+
+fn run_extism_peer(root: &Path, rest: &[String]) -> Result<()> {
+    ensure_target(EXTISM_TARGET)?;
+    run(cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "--manifest-path",
+            "benches/extism-peer/host/Cargo.toml",
+            "--",
+        ])
         .args(rest))
 }
