@@ -12,7 +12,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flywheel_model::{Event, now_ms};
+use flywheel_model::{Event, EventRecord, now_ms};
 use flywheel_store::{Appended, EventFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,28 +31,62 @@ pub struct PostQuery {
     pub wait: bool,
 }
 
-async fn append(state: &AppState, events: Vec<Event>) -> Result<Vec<Appended>, ApiError> {
+/// Store events, then hand the accepted ones to the pipeline, or decide every one now
+/// (`wait`). Both happen in the store's commit callback, not in this request's future:
+/// a client that disconnects after the commit cannot leave an acknowledged event
+/// unprocessed. Returns the store's answer per event and, with `wait`, each outcome.
+async fn store_and_dispatch(
+    state: &Arc<AppState>,
+    events: Vec<Event>,
+    wait: bool,
+) -> Result<(Vec<Appended>, Vec<Value>), ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    state.store.append_with(events, move |r| {
-        let _ = tx.send(r);
+    let pipeline = state.pipeline.clone();
+    let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let kept = events.clone();
+    state.store.append_with(events, move |result| {
+        let appended = match result {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = tx.send(Err(ApiError::from(e)));
+                return;
+            }
+        };
+        if !wait {
+            for (a, e) in appended.iter().zip(kept) {
+                if matches!(a, Appended::Accepted { .. }) {
+                    pipeline.submit(e);
+                }
+            }
+            let _ = tx.send(Ok((appended, Vec::new())));
+            return;
+        }
+        // Plugin calls must not run on the committer thread nor on an async worker.
+        runtime.spawn_blocking(move || {
+            let outcomes = appended
+                .iter()
+                .zip(&kept)
+                .map(|(a, e)| {
+                    let outcome = match a {
+                        Appended::Accepted { .. } => pipeline.process_now(e)?,
+                        // A duplicate keeps the stored event: answer with what was decided for it.
+                        Appended::Duplicate { id } => match store.get(id)? {
+                            Some(EventRecord {
+                                outcome: Some(o), ..
+                            }) => o,
+                            Some(record) => pipeline.process_now(&record.event)?,
+                            None => pipeline.process_now(e)?,
+                        },
+                    };
+                    Ok(json!(outcome))
+                })
+                .collect::<Result<Vec<_>, flywheel_store::StoreError>>();
+            let _ = tx.send(outcomes.map(|o| (appended, o)).map_err(ApiError::from));
+        });
     });
     rx.await
         .map_err(|_| ApiError::unavailable("the store is shutting down"))?
-        .map_err(ApiError::from)
-}
-
-/// Decide the given events now (for `?wait=true`), off the async runtime.
-async fn decide_now(state: &Arc<AppState>, events: Vec<Event>) -> Result<Vec<Value>, ApiError> {
-    let pipeline = state.pipeline.clone();
-    tokio::task::spawn_blocking(move || {
-        events
-            .iter()
-            .map(|e| pipeline.process_now(e).map(|o| json!(o)))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("pipeline task failed: {e}")))?
-    .map_err(ApiError::from)
 }
 
 fn reject(code: &'static str) {
@@ -93,7 +127,7 @@ async fn ingest(
     };
     let Some(batch) = batch else {
         let event = parse_event(&value, "", limits, new_id, now)?;
-        let appended = append(state, vec![event.clone()]).await?;
+        let (appended, outcomes) = store_and_dispatch(state, vec![event], query.wait).await?;
         let (id, status) = match appended.first() {
             Some(Appended::Accepted { id }) => (id.clone(), "accepted"),
             Some(Appended::Duplicate { id }) => (id.clone(), "duplicate"),
@@ -101,15 +135,12 @@ async fn ingest(
         };
         count(status, 1);
         if query.wait {
-            let outcome = decide_now(state, vec![event]).await?.pop();
+            let outcome = outcomes.into_iter().next();
             return Ok((
                 StatusCode::OK,
                 Json(json!({"id": id, "status": status, "outcome": outcome})),
             )
                 .into_response());
-        }
-        if status == "accepted" {
-            state.pipeline.submit(event);
         }
         return Ok((
             StatusCode::ACCEPTED,
@@ -161,15 +192,13 @@ async fn ingest(
         body["results"] = Value::Array(results);
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
-    let events: Vec<Event> = valid.iter().map(|(_, e)| e.clone()).collect();
-    let appended = append(state, events).await?;
+    let (indices, events): (Vec<usize>, Vec<Event>) = valid.into_iter().unzip();
+    let (appended, outcomes) = store_and_dispatch(state, events, query.wait).await?;
     let (mut accepted, mut duplicates) = (0usize, 0usize);
-    let mut to_process = Vec::new();
-    for ((index, event), outcome) in valid.into_iter().zip(appended) {
+    for (k, (index, outcome)) in indices.into_iter().zip(appended).enumerate() {
         let (id, status) = match outcome {
             Appended::Accepted { id } => {
                 accepted += 1;
-                to_process.push(event);
                 (id, "accepted")
             }
             Appended::Duplicate { id } => {
@@ -178,25 +207,12 @@ async fn ingest(
             }
         };
         results[index] = json!({"index": index, "id": id, "status": status});
+        if let Some(o) = outcomes.get(k) {
+            results[index]["outcome"] = o.clone();
+        }
     }
     count("accepted", accepted);
     count("duplicate", duplicates);
-    if query.wait {
-        let ids: Vec<usize> = results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r["status"] == "accepted")
-            .map(|(i, _)| i)
-            .collect();
-        let outcomes = decide_now(state, to_process).await?;
-        for (i, outcome) in ids.into_iter().zip(outcomes) {
-            results[i]["outcome"] = outcome;
-        }
-    } else {
-        for event in to_process {
-            state.pipeline.submit(event);
-        }
-    }
     let status = if query.wait {
         StatusCode::OK
     } else {
