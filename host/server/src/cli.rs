@@ -54,6 +54,23 @@ pub struct RunArgs {
     prompt: Option<PathBuf>,
 }
 
+/// Which stored events a command reads: shared by `replay` and `export`.
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
+    /// Events received at or after (ms since the Unix epoch).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Events received before (ms since the Unix epoch).
+    #[arg(long)]
+    to: Option<u64>,
+    /// Only events of this prompt name.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Only events of this prompt version.
+    #[arg(long)]
+    prompt_version: Option<String>,
+}
+
 /// `flywheel replay` options.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -70,16 +87,8 @@ pub struct ReplayArgs {
     plugin: Option<String>,
     #[arg(long)]
     version: Option<String>,
-    /// Events received at or after (ms since the Unix epoch).
-    #[arg(long)]
-    from: Option<u64>,
-    /// Events received before (ms since the Unix epoch).
-    #[arg(long)]
-    to: Option<u64>,
-    #[arg(long)]
-    prompt: Option<String>,
-    #[arg(long)]
-    prompt_version: Option<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Only events whose stored route is this: accept, label, review, drop.
     #[arg(long)]
     route: Option<String>,
@@ -139,10 +148,10 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     let options = flywheel::replay::ReplayOptions {
         filter: flywheel_store::EventFilter {
-            from_ms: args.from,
-            to_ms: args.to,
-            prompt_name: args.prompt,
-            prompt_version: args.prompt_version,
+            from_ms: args.select.from,
+            to_ms: args.select.to,
+            prompt_name: args.select.prompt,
+            prompt_version: args.select.prompt_version,
             route: args.route,
             ..Default::default()
         },
@@ -173,14 +182,8 @@ pub struct ExportArgs {
     /// trl (default) or openai.
     #[arg(long)]
     format: Option<String>,
-    #[arg(long)]
-    from: Option<u64>,
-    #[arg(long)]
-    to: Option<u64>,
-    #[arg(long)]
-    prompt: Option<String>,
-    #[arg(long)]
-    prompt_version: Option<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Only events routed to this queue.
     #[arg(long)]
     queue: Option<String>,
@@ -197,10 +200,10 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let kind =
         flywheel::datasets::Kind::parse(&args.kind).context("the kind must be sft, dpo or kto")?;
     let query = flywheel::api::prompts::DatasetQuery {
-        from: args.from,
-        to: args.to,
-        prompt: args.prompt,
-        prompt_version: args.prompt_version,
+        from: args.select.from,
+        to: args.select.to,
+        prompt: args.select.prompt,
+        prompt_version: args.select.prompt_version,
         queue: args.queue,
         min_quality: args.min_quality,
         include_sensitive: args.include_sensitive,
