@@ -22,6 +22,9 @@
 //! profiler (`valgrind --tool=callgrind`). The component plugins are read from
 //! `target/flywheel-plugins` (`cargo xtask plugins`), or from `$FLYWHEEL_PLUGINS_DIR`.
 
+// Formatted by the main workspace, which owns the file.
+#[rustfmt::skip]
+#[path = "../../../src/inputs.rs"]
 mod inputs;
 
 use std::error::Error;

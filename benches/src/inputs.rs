@@ -1,7 +1,6 @@
-//! The benchmark events: a verbatim copy of the generator in `benches/src/lib.rs`
-//! (`Size`, `event`), so both benchmark suites feed the scorers the same inputs.
-//! That crate cannot be a dependency here (it pulls in the whole server); keep the
-//! two in step if the events change.
+//! The benchmark events, shared by `flywheel-benches` (as a module) and the Extism peer
+//! harness (`benches/extism-peer/host`, through `#[path]`), so both suites feed the
+//! scorers exactly the same inputs. Deterministic: event `i` is always the same.
 
 use std::collections::BTreeMap;
 
@@ -111,12 +110,21 @@ pub fn event(i: usize, size: Size) -> Event {
     }
     let (n, passage_bytes) = size.passages();
     let context = (0..n)
-        .map(|_| text_of(&mut rng, &[SENTENCES, SENTENCES, DISTRACTORS], passage_bytes))
+        .map(|_| {
+            text_of(
+                &mut rng,
+                &[SENTENCES, SENTENCES, DISTRACTORS],
+                passage_bytes,
+            )
+        })
         .collect();
     let feedback = match i % 6 {
         0 => Feedback::Thumbs { value: Thumb::Up },
         1 => Feedback::Thumbs { value: Thumb::Down },
-        2 => Feedback::Rating { value: 4.0, scale: 5.0 },
+        2 => Feedback::Rating {
+            value: 4.0,
+            scale: 5.0,
+        },
         3 => Feedback::Comment {
             text: "Thanks, that was helpful, but the link did not work on my phone.".into(),
         },
@@ -142,6 +150,9 @@ pub fn event(i: usize, size: Size) -> Event {
         output,
         context,
         feedback,
-        metadata: BTreeMap::from([("locale".into(), "en-GB".into()), ("channel".into(), "web".into())]),
+        metadata: BTreeMap::from([
+            ("locale".into(), "en-GB".into()),
+            ("channel".into(), "web".into()),
+        ]),
     }
 }
