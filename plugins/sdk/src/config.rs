@@ -6,15 +6,45 @@
 //! missing or malformed, because a typo in a manifest should degrade a
 //! policy, not break every call. On native targets the values come from
 //! [`testing::set_config`](crate::testing::set_config).
+//!
+//! In a guest the whole table is fetched from the host once per instance and
+//! kept: a plugin version's config cannot change while an instance of it
+//! lives (a new config is a new version, hence new instances), and each host
+//! read costs a call across the boundary plus a copy of the value into the
+//! guest's memory, several times per plugin call.
 
 use crate::log;
 
+/// The instance's config, sorted by key (the order the host's `entries` uses,
+/// re-sorted here so that lookups never depend on it).
+#[cfg(target_family = "wasm")]
+fn cached() -> &'static [(String, String)] {
+    static CONFIG: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut entries = crate::__private::bindings::flywheel::policy::config::entries();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    })
+}
+
+/// Run `f` over the raw value for `key` without copying it.
+fn with_value<R>(key: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    #[cfg(target_family = "wasm")]
+    {
+        let entries = cached();
+        let value = entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| entries[i].1.as_str());
+        f(value)
+    }
+    #[cfg(not(target_family = "wasm"))]
+    crate::testing::fake_config_with(key, f)
+}
+
 /// The raw value for `key`, if the manifest sets it.
 pub fn get(key: &str) -> Option<String> {
-    #[cfg(target_family = "wasm")]
-    return crate::__private::bindings::flywheel::policy::config::get(key);
-    #[cfg(not(target_family = "wasm"))]
-    return crate::testing::fake_config_get(key);
+    with_value(key, |v| v.map(str::to_owned))
 }
 
 /// Every key and value, sorted by key.
@@ -22,13 +52,13 @@ pub fn get(key: &str) -> Option<String> {
 /// Why: for plugins whose config is open-ended (e.g. one entry per queue).
 pub fn entries() -> Vec<(String, String)> {
     #[cfg(target_family = "wasm")]
-    return crate::__private::bindings::flywheel::policy::config::entries();
+    return cached().to_vec();
     #[cfg(not(target_family = "wasm"))]
     return crate::testing::fake_config_entries();
 }
 
 fn parsed<T>(key: &str, default: T, parse: impl FnOnce(&str) -> Option<T>) -> T {
-    match get(key) {
+    with_value(key, |raw| match raw {
         None => default,
         Some(raw) => match parse(raw.trim()) {
             Some(v) => v,
@@ -37,7 +67,7 @@ fn parsed<T>(key: &str, default: T, parse: impl FnOnce(&str) -> Option<T>) -> T 
                 default
             }
         },
-    }
+    })
 }
 
 /// `key` as a finite `f64`, or `default` if unset or not a finite number.
@@ -66,7 +96,7 @@ pub fn get_bool(key: &str, default: bool) -> bool {
 /// Why a string default: it reads like the manifest value it stands for,
 /// e.g. `get_list("topics", "medical,legal,financial")`.
 pub fn get_list(key: &str, default: &str) -> Vec<String> {
-    split_list(get(key).as_deref().unwrap_or(default))
+    with_value(key, |raw| split_list(raw.unwrap_or(default)))
 }
 
 /// Split a comma-separated list the way [`get_list`] does.

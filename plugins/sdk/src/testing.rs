@@ -62,8 +62,11 @@ pub(crate) fn fake_log(level: Level, message: &str) {
     STATE.with_borrow_mut(|s| s.logs.push((level, message.to_owned())));
 }
 
-pub(crate) fn fake_config_get(key: &str) -> Option<String> {
-    STATE.with_borrow(|s| s.config.get(key).cloned())
+pub(crate) fn fake_config_with<R>(key: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+    // The value is copied out first: `f` may log (a warning about a bad
+    // value), which borrows the state mutably.
+    let value = STATE.with_borrow(|s| s.config.get(key).cloned());
+    f(value.as_deref())
 }
 
 pub(crate) fn fake_config_entries() -> Vec<(String, String)> {
