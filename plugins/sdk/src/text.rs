@@ -171,6 +171,12 @@ pub fn lowercase(word: &str) -> Cow<'_, str> {
 /// Why: phrase lexicons are written in plain ASCII (`didn't`); normalise a
 /// text once, then run every [`has_phrase`] over the copy.
 pub fn normalize(text: &str) -> String {
+    // The typographic marks are not ASCII: an ASCII text (most of them) only
+    // needs lower-casing, a byte-wise copy instead of a `char` decode and
+    // re-encode per character.
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         out.push(match c {

@@ -13,6 +13,8 @@
 //! `none` yields an empty list, not 0.5: "the user said nothing" is unknown,
 //! and a neutral score would drag averages and trip routers' thresholds.
 
+use std::sync::OnceLock;
+
 use flywheel_plugin::{Event, Rating, Score, Scorer, Signal, Thumb, config, text};
 
 /// The plugin type exported to the host.
@@ -161,30 +163,31 @@ pub fn score_comment(comment: &str, settings: &Settings) -> Score {
 /// phrases that contain their own negation ("not helpful") are matched
 /// first and their words are not counted again.
 pub fn sentiment(comment: &str) -> (usize, usize) {
+    let lexicon = Lexicon::get();
     let mut lower = text::normalize(comment);
     let mut neg = 0;
-    for phrase in NEGATIVE.iter().filter(|p| p.contains(' ')) {
-        while let Some(i) = find_phrase_at(&lower, phrase) {
+    let starts = word_starts(&lower);
+    for phrase in &lexicon.negative_phrases {
+        while let Some(i) = find_phrase_at(&lower, &starts, phrase) {
             neg += 1;
             lower.replace_range(i..i + phrase.len(), &" ".repeat(phrase.len()));
         }
     }
-    let words: Vec<_> = text::words(&lower).collect();
+    // `lower` is already lower case: the raw words are the lower-cased words.
+    let words: Vec<&str> = text::raw_words(&lower).collect();
     let mut pos = 0;
     let mut i = 0;
     while i < words.len() {
-        let w = words[i].as_ref();
+        let w = words[i];
         // Two-word terms ("thank you") are compared in place: no `String` per word.
         let two = words
             .get(i + 1)
-            .is_some_and(|n| POSITIVE.iter().any(|p| p.split_once(' ') == Some((w, n.as_ref()))));
-        let (is_pos, len) = if two { (true, 2) } else { (POSITIVE.contains(&w), 1) };
+            .is_some_and(|&n| lexicon.positive_pairs.iter().any(|&(a, b)| a == w && b == n));
+        let (is_pos, len) = if two { (true, 2) } else { (one_of(w, POSITIVE), 1) };
         if is_pos {
-            let negated = words[i.saturating_sub(2)..i]
-                .iter()
-                .any(|p| NEGATORS.contains(&p.as_ref()));
+            let negated = words[i.saturating_sub(2)..i].iter().any(|p| one_of(p, NEGATORS));
             if negated { neg += 1 } else { pos += 1 }
-        } else if NEGATIVE.contains(&w) {
+        } else if one_of(w, NEGATIVE) {
             neg += 1;
         }
         i += len;
@@ -192,15 +195,71 @@ pub fn sentiment(comment: &str) -> (usize, usize) {
     (pos, neg)
 }
 
-/// Byte offset of the first whole-word occurrence of `phrase` in `lower`.
-fn find_phrase_at(lower: &str, phrase: &str) -> Option<usize> {
-    lower.match_indices(phrase).map(|(i, _)| i).find(|&i| {
-        let before = lower[..i].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
-        let after = lower[i + phrase.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_alphanumeric());
-        before && after
+/// The parts of the lexicons that need splitting, split once per instance.
+///
+/// Why: splitting every two-word term for every word of every comment was
+/// most of the cost of a call.
+struct Lexicon {
+    /// Two-word positive terms as `(first, second)`.
+    positive_pairs: Vec<(&'static str, &'static str)>,
+    /// Negative terms of several words, matched as phrases before the words.
+    negative_phrases: Vec<&'static str>,
+}
+
+impl Lexicon {
+    fn get() -> &'static Lexicon {
+        static LEXICON: OnceLock<Lexicon> = OnceLock::new();
+        LEXICON.get_or_init(|| Lexicon {
+            positive_pairs: POSITIVE.iter().filter_map(|p| p.split_once(' ')).collect(),
+            negative_phrases: NEGATIVE.iter().copied().filter(|p| p.contains(' ')).collect(),
+        })
+    }
+}
+
+/// Whether `word` is one of `list`; the length and first byte are compared
+/// before the bytes, which rules out almost every entry without a `memcmp`.
+fn one_of(word: &str, list: &[&str]) -> bool {
+    let first = word.as_bytes().first();
+    list.iter()
+        .any(|t| t.len() == word.len() && t.as_bytes().first() == first && *t == word)
+}
+
+/// The byte offsets where a run of alphanumeric characters starts: the only
+/// places a whole-word phrase starting with a letter can begin.
+fn word_starts(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut prev_is_word = false;
+    for (i, c) in text.char_indices() {
+        let is_word = c.is_alphanumeric();
+        if is_word && !prev_is_word {
+            starts.push(i);
+        }
+        prev_is_word = is_word;
+    }
+    starts
+}
+
+/// Byte offset of the first whole-word occurrence of `phrase` (ASCII, lower
+/// case, starting and ending with a letter) in `lower`, whose word starts
+/// are `starts` (see [`word_starts`]).
+///
+/// Why not `match_indices`: it sets up a two-way searcher per phrase, which
+/// costs more than the whole comment; here only word starts are compared.
+/// Lexicon phrases cannot overlap themselves, so this finds what
+/// `match_indices` found. Blanking a match (with spaces) leaves `starts`
+/// valid: a stale start inside the blank cannot match a phrase starting with
+/// a letter, and the character after a match is not alphanumeric, so no
+/// start after it moves.
+fn find_phrase_at(lower: &str, starts: &[usize], phrase: &str) -> Option<usize> {
+    let (bytes, needle) = (lower.as_bytes(), phrase.as_bytes());
+    let &first = needle.first()?;
+    starts.iter().copied().find(|&i| {
+        bytes[i] == first
+            && bytes[i..].starts_with(needle)
+            && lower[i + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric())
     })
 }
 
@@ -287,6 +346,67 @@ mod tests {
         assert_eq!(sentiment("not helpful, not what I asked"), (0, 2));
         assert_eq!(sentiment("Thank you, very helpful"), (2, 0));
         assert_eq!(sentiment("It’s not very good"), (0, 1));
+    }
+
+    /// `sentiment` as it was before the lexicon was split once and phrases were
+    /// only compared at word starts: the two must agree.
+    fn sentiment_reference(comment: &str) -> (usize, usize) {
+        fn find_phrase_at(lower: &str, phrase: &str) -> Option<usize> {
+            lower.match_indices(phrase).map(|(i, _)| i).find(|&i| {
+                let before = lower[..i].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+                let after = lower[i + phrase.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_alphanumeric());
+                before && after
+            })
+        }
+        let mut lower = text::normalize(comment);
+        let mut neg = 0;
+        for phrase in NEGATIVE.iter().filter(|p| p.contains(' ')) {
+            while let Some(i) = find_phrase_at(&lower, phrase) {
+                neg += 1;
+                lower.replace_range(i..i + phrase.len(), &" ".repeat(phrase.len()));
+            }
+        }
+        let words: Vec<_> = text::words(&lower).collect();
+        let mut pos = 0;
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i].as_ref();
+            let two = words
+                .get(i + 1)
+                .is_some_and(|n| POSITIVE.iter().any(|p| p.split_once(' ') == Some((w, n.as_ref()))));
+            let (is_pos, len) = if two { (true, 2) } else { (POSITIVE.contains(&w), 1) };
+            if is_pos {
+                let negated = words[i.saturating_sub(2)..i]
+                    .iter()
+                    .any(|p| NEGATORS.contains(&p.as_ref()));
+                if negated { neg += 1 } else { pos += 1 }
+            } else if NEGATIVE.contains(&w) {
+                neg += 1;
+            }
+            i += len;
+        }
+        (pos, neg)
+    }
+
+    #[test]
+    fn sentiment_agrees_with_the_reference() {
+        for comment in [
+            "",
+            "Thanks, that was helpful, but the link did not work on my phone.",
+            "NOT HELPFUL. Not helpful!not helpful",
+            "xnot helpful, not helpfulx, o'not helpful, not  helpful",
+            "It doesn\u{2019}t work, DOES NOT WORK and didn't work; not what I asked",
+            "not what i asked not what i asked",
+            "thank you thank you, love it, spot on, not love it, never spot on",
+            "Ünot helpful énot helpful not helpfulé café great",
+            "not not not helpful helpful great great wrong useless",
+            "the not-helpful and not_helpful forms",
+        ] {
+            assert_eq!(sentiment(comment), sentiment_reference(comment), "{comment:?}");
+        }
     }
 
     #[test]
