@@ -89,8 +89,17 @@ impl<'a> RawWords<'a> {
         // Byte-wise with an ASCII fast path: decoding every `char` of a mostly
         // ASCII text was the single largest cost of the text heuristics.
         let text = self.text;
+        let bytes = text.as_bytes();
         let mut i = self.pos;
         let start = loop {
+            let &b = bytes.get(i)?;
+            if b.is_ascii() {
+                if b.is_ascii_alphanumeric() {
+                    break i;
+                }
+                i += 1;
+                continue;
+            }
             let (c, len) = char_at(text, i)?;
             if is_word_char(c) {
                 break i;
@@ -98,7 +107,16 @@ impl<'a> RawWords<'a> {
             i += len;
         };
         let mut end = start;
-        while let Some((c, len)) = char_at(text, i) {
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_alphanumeric() {
+                i += 1;
+                end = i;
+                continue;
+            }
+            if b.is_ascii() && b != b'\'' {
+                break;
+            }
+            let Some((c, len)) = char_at(text, i) else { break };
             if is_word_char(c) {
                 i += len;
                 end = i;
@@ -624,8 +642,14 @@ impl<'a> PhraseIndex<'a> {
         let mut group = [0u32; 257];
         let mut prev_is_word = false;
         let mut i = 0;
-        while let Some((c, len)) = char_at(text, i) {
-            let is_word = is_word_char(c);
+        while let Some(&b) = bytes.get(i) {
+            // ASCII fast path: no `char` decode for most bytes.
+            let (is_word, len) = if b.is_ascii() {
+                (b.is_ascii_alphanumeric(), 1)
+            } else {
+                let (c, len) = char_at(text, i).unwrap_or((char::REPLACEMENT_CHARACTER, 1));
+                (is_word_char(c), len)
+            };
             if is_word && !prev_is_word {
                 found.push(i as u32);
                 group[usize::from(bytes[i]) + 1] += 1;
@@ -662,9 +686,14 @@ impl<'a> PhraseIndex<'a> {
         }
         let first = usize::from(needle.as_bytes()[0]);
         let (lo, hi) = (self.group[first] as usize, self.group[first + 1] as usize);
-        self.starts[lo..hi]
-            .iter()
-            .any(|&i| matches_at(self.text, i as usize, needle, prefix))
+        // Most candidates differ from the needle in their second byte: compare
+        // it inline before the full match.
+        let bytes = self.text.as_bytes();
+        let second = needle.as_bytes().get(1);
+        self.starts[lo..hi].iter().any(|&i| {
+            let i = i as usize;
+            (second.is_none() || bytes.get(i + 1) == second) && matches_at(self.text, i, needle, prefix)
+        })
     }
 }
 
