@@ -97,6 +97,11 @@ pub struct PipelineConfig {
     pub quarantine_after: u64,
     /// Watch the plugin directory and hot-load what is dropped into it.
     pub watch_plugins: bool,
+    /// Scheduling niceness of the pipeline workers (Linux; 0..=19). Above 0, the
+    /// threads that answer HTTP and commit events get the CPU first when it is scarce:
+    /// ingest stays fast and durable, and the pipeline catches up when load drops
+    /// (events wait on disk, never in memory only). 0 shares the CPU equally.
+    pub nice: i32,
 }
 
 impl Default for PipelineConfig {
@@ -106,6 +111,7 @@ impl Default for PipelineConfig {
             fresh_instance_per_call: false,
             quarantine_after: 20,
             watch_plugins: true,
+            nice: 10,
         }
     }
 }

@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// mimalloc instead of the system allocator: a request allocates many small, short-lived
+/// buffers (JSON values, sled nodes, hyper buffers), and glibc's malloc/free was ~19%
+/// of the server's CPU under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flywheel: feedback on LLM answers, turned into action by sandboxed policy plugins.
 #[derive(Debug, Parser)]
 #[command(name = "flywheel", version, about)]

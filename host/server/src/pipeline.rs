@@ -7,6 +7,7 @@
 //! starve the HTTP runtime), and the live plugin set is swapped atomically with
 //! `arc-swap`; an event is processed by the one set it loaded when it started.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,6 +84,43 @@ impl LiveSet {
     }
 }
 
+/// A plugin's metric handles, registered once per plugin name and kind: looking a
+/// labelled metric up in the recorder on every call (label strings, hashing, a lock)
+/// cost more than some plugin calls.
+struct PluginMetrics {
+    calls: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+fn plugin_metrics(plugin: &Plugin) -> Arc<PluginMetrics> {
+    /// By plugin name, then kind (a name may be reused for another kind).
+    type Cache = parking_lot::RwLock<HashMap<String, Vec<(PluginKind, Arc<PluginMetrics>)>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let name = plugin.id().name.as_str();
+    let kind = plugin.kind();
+    let find = |kinds: &Vec<(PluginKind, Arc<PluginMetrics>)>| {
+        kinds
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, m)| m.clone())
+    };
+    if let Some(m) = cache.read().get(name).and_then(find) {
+        return m;
+    }
+    let mut cache = cache.write();
+    let kinds = cache.entry(name.to_owned()).or_default();
+    if let Some(m) = find(kinds) {
+        return m;
+    }
+    let handles = Arc::new(PluginMetrics {
+        calls: metrics::counter!("flywheel_plugin_calls_total", "plugin" => name.to_owned(), "kind" => kind.as_str()),
+        seconds: metrics::histogram!("flywheel_plugin_call_seconds", "plugin" => name.to_owned()),
+    });
+    kinds.push((kind, handles.clone()));
+    handles
+}
+
 fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
     let failed = outcome.result.as_ref().err();
     let micros = outcome.duration.as_micros() as u64;
@@ -94,12 +132,11 @@ fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
         ok = failed.is_none(),
         "plugin call"
     );
-    let name = plugin.id().name.clone();
-    metrics::counter!("flywheel_plugin_calls_total", "plugin" => name.clone(), "kind" => plugin.kind().as_str())
-        .increment(1);
-    metrics::histogram!("flywheel_plugin_call_seconds", "plugin" => name.clone())
-        .record(outcome.duration.as_secs_f64());
+    let handles = plugin_metrics(plugin);
+    handles.calls.increment(1);
+    handles.seconds.record(outcome.duration.as_secs_f64());
     if let Some(f) = failed {
+        let name = plugin.id().name.clone();
         metrics::counter!("flywheel_plugin_errors_total", "plugin" => name, "class" => f.class.as_str())
             .increment(1);
         tracing::warn!(plugin = %f.plugin, class = %f.class, "plugin call failed: {}", f.message);
@@ -310,6 +347,32 @@ pub fn shadow_run(
     })
 }
 
+/// How the worker pool runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Worker threads (plugin calls are CPU-bound: one per core is plenty).
+    pub workers: usize,
+    /// Events waiting for a worker before new ones are left for the backlog sweeper.
+    pub queue_capacity: usize,
+    /// Niceness of the worker threads; see `PipelineConfig::nice`.
+    pub nice: i32,
+}
+
+/// Give the calling thread a lower scheduling priority (Linux: per-thread niceness).
+/// Best effort: where it is refused or unsupported, the worker runs at normal priority.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice.min(19)) {
+            tracing::warn!("could not lower the pipeline workers' priority: {e}");
+        }
+    }
+}
+
 /// Work for the pool: an event to decide (the handler already has it, so the worker
 /// need not read it back from the store).
 struct Job {
@@ -345,10 +408,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start `workers` threads and the backlog sweeper, and resume every event that was
-    /// stored but not processed before the last shutdown or crash.
-    pub fn start(store: Store, live: LiveSet, workers: usize, capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity.max(1));
+    /// Start the worker threads and the backlog sweeper, and resume every event that
+    /// was stored but not processed before the last shutdown or crash.
+    pub fn start(store: Store, live: LiveSet, options: PoolOptions) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let shared = Arc::new(Shared {
             store,
             live: ArcSwap::from_pointee(live),
@@ -358,12 +421,16 @@ impl Pipeline {
             quarantine: std::sync::OnceLock::new(),
             prompt_failures: std::sync::OnceLock::new(),
         });
-        for i in 0..workers.max(1) {
+        for i in 0..options.workers.max(1) {
             let shared = shared.clone();
             let rx = rx.clone();
+            let nice = options.nice;
             std::thread::Builder::new()
                 .name(format!("flywheel-pipeline-{i}"))
-                .spawn(move || worker(&shared, &rx))
+                .spawn(move || {
+                    lower_priority(nice);
+                    worker(&shared, &rx);
+                })
                 .map(drop)
                 .unwrap_or_else(|e| tracing::error!("could not start pipeline worker: {e}"));
         }
@@ -435,9 +502,9 @@ impl Pipeline {
     }
 }
 
-fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
-    let _span = tracing::debug_span!("event", id = %event.id).entered();
-    let started = Instant::now();
+/// Run `event` through the live set, and report plugins that have now failed too many
+/// times in a row.
+fn decide_live(shared: &Shared, event: &Event) -> Outcome {
     let set = shared.live.load_full();
     let outcome = decide(&set, event);
     if let Some((after, tx)) = shared.quarantine.get() {
@@ -450,7 +517,27 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
             }
         }
     }
+    outcome
+}
+
+/// Decide one event and store its outcome; returns what is stored (the earlier
+/// outcome if the event was already processed).
+fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
+    let _span = tracing::debug_span!("event", id = %event.id).entered();
+    let started = Instant::now();
+    let outcome = decide_live(shared, event);
     let result = shared.store.complete(&event.id, outcome.clone());
+    finish(shared, event, outcome, result, started)
+}
+
+/// Count, report and return what `complete` did with one event's outcome.
+fn finish(
+    shared: &Shared,
+    event: &Event,
+    outcome: Outcome,
+    result: Result<Completion, flywheel_store::StoreError>,
+    started: Instant,
+) -> Result<Outcome, flywheel_store::StoreError> {
     metrics::histogram!("flywheel_pipeline_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(Completion::Completed { .. }) => {
@@ -480,10 +567,49 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
     }
 }
 
+/// At most this many outcomes go into one store transaction.
+const MAX_COMPLETE_BATCH: usize = 64;
+/// A worker stops taking more jobs into a batch after this long, so that a slow plugin
+/// set does not hold finished outcomes back for long.
+const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
+
 fn worker(shared: &Shared, rx: &Receiver<Job>) {
+    let mut batch: Vec<(Event, Outcome, Instant)> = Vec::with_capacity(MAX_COMPLETE_BATCH);
     while let Ok(job) = rx.recv() {
-        // Errors are logged in `process`; the event stays pending for the sweeper.
-        let _ = process(shared, &job.event);
+        // Decide jobs while more are waiting, then record their outcomes in one
+        // transaction: under load the store cost is paid once per batch, not per event.
+        let opened = Instant::now();
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            let started = Instant::now();
+            let outcome = decide_live(shared, &job.event);
+            batch.push((job.event, outcome, started));
+            if batch.len() < MAX_COMPLETE_BATCH && opened.elapsed() < MAX_BATCH_AGE {
+                next = rx.try_recv().ok();
+            }
+        }
+        complete_batch(shared, &mut batch);
+    }
+}
+
+/// Store a batch of decided events; errors are logged in `finish` and the events stay
+/// pending for the sweeper.
+fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
+    let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
+    match shared.store.complete_all(&items) {
+        Ok(done) if done.len() == batch.len() => {
+            for ((event, outcome, started), result) in batch.drain(..).zip(done) {
+                let _ = finish(shared, &event, outcome, Ok(result), started);
+            }
+        }
+        // One bad item (or a store error) sinks a batch: retry one by one, so each event
+        // gets its own result and error.
+        _ => {
+            for (event, outcome, started) in batch.drain(..) {
+                let result = shared.store.complete(&event.id, outcome.clone());
+                let _ = finish(shared, &event, outcome, result, started);
+            }
+        }
     }
 }
 

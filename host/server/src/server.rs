@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::api::{AppState, app, auth::Auth};
 use crate::config::Config;
-use crate::pipeline::{LiveSet, Pipeline};
+use crate::pipeline::{LiveSet, Pipeline, PoolOptions};
 use crate::prompts::Prompts;
 use crate::registry::{Registry, RegistryError};
 
@@ -120,8 +120,11 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let pipeline = Pipeline::start(
         store.clone(),
         LiveSet::default(),
-        config.worker_count(),
-        config.pipeline.queue_capacity,
+        PoolOptions {
+            workers: config.worker_count(),
+            queue_capacity: config.pipeline.queue_capacity,
+            nice: config.pipeline.nice,
+        },
     );
     let registry = Arc::new(Registry::open(
         store.clone(),

@@ -10,14 +10,11 @@ use crate::error::{Result, StoreError};
 /// The separator between a name and the rest of a key; names may therefore not contain it.
 pub(crate) const SEP: u8 = 0;
 
-/// An event as stored in the `events` tree. Not `EventRecord` itself: `seq` locates the
-/// event's entry in `pending`, and avoiding `#[serde(flatten)]` keeps decoding cheap.
+/// An event as stored in the `events` tree, after its 8-byte `seq` prefix (see
+/// [`encode_event`]). Its outcome lives in the `outcomes` tree: recording it must not
+/// rewrite the event.
 #[derive(Deserialize)]
 pub(crate) struct StoredEvent {
-    pub seq: u64,
-    pub status: EventStatus,
-    #[serde(default)]
-    pub outcome: Option<Outcome>,
     pub event: Event,
     /// Reviews from the queues; absent until the first one.
     #[serde(default)]
@@ -26,37 +23,49 @@ pub(crate) struct StoredEvent {
 
 /// The borrowed twin of `StoredEvent`, so the hot path serializes without cloning.
 #[derive(Serialize)]
-pub(crate) struct StoredEventRef<'a> {
-    pub seq: u64,
-    pub status: EventStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<&'a Outcome>,
-    pub event: &'a Event,
+struct StoredEventRef<'a> {
+    event: &'a Event,
     #[serde(skip_serializing_if = "<[Review]>::is_empty")]
-    pub reviews: &'a [Review],
+    reviews: &'a [Review],
 }
 
 impl StoredEvent {
-    pub fn into_record(self) -> EventRecord {
+    /// The record the API returns: the event, its outcome if processed, its reviews.
+    pub fn into_record(self, outcome: Option<Outcome>) -> EventRecord {
         EventRecord {
             correction: Correction::effective(&self.event, &self.reviews),
+            status: if outcome.is_some() {
+                EventStatus::Processed
+            } else {
+                EventStatus::Pending
+            },
             event: self.event,
-            status: self.status,
-            outcome: self.outcome,
+            outcome,
             reviews: self.reviews,
         }
     }
+}
 
-    /// The borrowed form, for writing the event back.
-    pub fn borrowed(&self) -> StoredEventRef<'_> {
-        StoredEventRef {
-            seq: self.seq,
-            status: self.status,
-            outcome: self.outcome.as_ref(),
-            event: &self.event,
-            reviews: &self.reviews,
-        }
-    }
+/// An `events` value: `seq` (big-endian, the event's key in `pending`) then the JSON
+/// of the event and its reviews. The binary prefix lets `complete` find the `pending`
+/// entry without parsing the event.
+pub(crate) fn encode_event(seq: u64, event: &Event, reviews: &[Review]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&seq.to_be_bytes());
+    serde_json::to_writer(&mut out, &StoredEventRef { event, reviews })
+        .map_err(|e| StoreError::corrupt(format!("cannot encode: {e}")))?;
+    Ok(out)
+}
+
+/// The `seq` prefix of an `events` value.
+pub(crate) fn event_seq(bytes: &[u8]) -> Result<u64> {
+    decode_u64("event seq", bytes.get(..8).unwrap_or_default())
+}
+
+/// An `events` value back into its parts: `seq` and the stored event.
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<(u64, StoredEvent)> {
+    let seq = event_seq(bytes)?;
+    Ok((seq, decode("event", bytes.get(8..).unwrap_or_default())?))
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {

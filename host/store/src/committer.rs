@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, TrySendError};
-use flywheel_model::{Event, EventStatus};
+use flywheel_model::Event;
 use serde::Serialize;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use crate::codec::{self, StoredEventRef};
+use crate::codec;
 use crate::error::{Result, StoreError, from_tx};
 use crate::{Counters, EVENTS_COUNTER, Store, Trees};
 
@@ -37,7 +37,7 @@ impl Appended {
     }
 }
 
-type Reply = Box<dyn FnOnce(Result<Vec<Appended>>) + Send>;
+type Reply = Box<dyn FnOnce(Result<Vec<Appended>>, Vec<Event>) + Send>;
 
 pub(crate) struct Request {
     events: Vec<Event>,
@@ -54,7 +54,7 @@ impl Store {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(
             events,
-            Box::new(move |r| {
+            Box::new(move |r, _| {
                 let _ = tx.send(r);
             }),
             true,
@@ -63,29 +63,30 @@ impl Store {
     }
 
     /// Stores `events` without blocking; `reply` runs on the committer thread once they
-    /// are durable (keep it short, e.g. send on a oneshot). If the store is busy or
-    /// closed, or an event is invalid, `reply` runs at once on the calling thread.
-    /// `reply` must not call the blocking [`Store::append`]: the committer would wait on
-    /// itself.
+    /// are durable (keep it short, e.g. send on a oneshot), and gets the events back so
+    /// the caller can hand them on without a copy. If the store is busy or closed, or an
+    /// event is invalid, `reply` runs at once on the calling thread. `reply` must not call
+    /// the blocking [`Store::append`]: the committer would wait on itself.
     pub fn append_with(
         &self,
         events: Vec<Event>,
-        reply: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
+        reply: impl FnOnce(Result<Vec<Appended>>, Vec<Event>) + Send + 'static,
     ) {
         self.submit(events, Box::new(reply), false);
     }
 
     fn submit(&self, events: Vec<Event>, reply: Reply, block: bool) {
         if events.is_empty() {
-            return reply(Ok(Vec::new()));
+            return reply(Ok(Vec::new()), events);
         }
         if events.iter().any(|e| e.id.is_empty()) {
-            return reply(Err(StoreError::InvalidEvent {
+            let err = StoreError::InvalidEvent {
                 reason: "empty event id".into(),
-            }));
+            };
+            return reply(Err(err), events);
         }
         let Some(sender) = &self.inner.requests else {
-            return reply(Err(StoreError::Closed));
+            return reply(Err(StoreError::Closed), events);
         };
         let request = Request { events, reply };
         let refused = if block {
@@ -101,7 +102,7 @@ impl Store {
             }
         };
         if let Some((request, err)) = refused {
-            (request.reply)(Err(err));
+            (request.reply)(Err(err), request.events);
         }
     }
 }
@@ -158,13 +159,13 @@ impl Committer {
         match result {
             Ok(results) => {
                 for (request, appended) in batch.into_iter().zip(results) {
-                    answer(request.reply, Ok(appended));
+                    answer(request, Ok(appended));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "group commit failed");
                 for request in batch {
-                    answer(request.reply, Err(e.clone()));
+                    answer(request, Err(e.clone()));
                 }
             }
         }
@@ -181,13 +182,7 @@ impl Committer {
                 encoded.push(Prepared {
                     seq_key: seq.to_be_bytes(),
                     time_key: codec::time_key(event.received_at, &event.id),
-                    value: codec::encode(&StoredEventRef {
-                        seq,
-                        status: EventStatus::Pending,
-                        outcome: None,
-                        event,
-                        reviews: &[],
-                    })?,
+                    value: codec::encode_event(seq, event, &[])?,
                 });
             }
             prepared.push(encoded);
@@ -240,8 +235,9 @@ impl Committer {
 }
 
 /// Runs a reply closure; a panicking one must not take the committer down with it.
-fn answer(reply: Reply, result: Result<Vec<Appended>>) {
-    if catch_unwind(AssertUnwindSafe(move || reply(result))).is_err() {
+fn answer(request: Request, result: Result<Vec<Appended>>) {
+    let Request { events, reply } = request;
+    if catch_unwind(AssertUnwindSafe(move || reply(result, events))).is_err() {
         tracing::error!("an append reply callback panicked");
     }
 }

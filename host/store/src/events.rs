@@ -1,7 +1,8 @@
 //! Reading events back and recording what the pipeline made of them: `get`, `pending`,
 //! `complete` (outcome + pending removal + queue item, in one transaction), and the
 //! filtered listings `list` (newest first, paged) and `scan` (oldest first, streamed).
-//! It never inserts events; only the committer does.
+//! It never inserts events; only the committer does, and it never rewrites one: an
+//! outcome goes into its own tree.
 
 use std::ops::Bound;
 
@@ -10,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use crate::Store;
-use crate::codec::{self, StoredEvent, StoredEventRef};
+use crate::codec;
 use crate::error::{Result, StoreError, from_tx};
 use crate::queue::{self, QueueItem};
+use crate::{Store, Trees};
 
 /// What `complete` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,10 +112,9 @@ pub struct Page {
 impl Store {
     /// The event and its outcome, if stored.
     pub fn get(&self, id: &str) -> Result<Option<EventRecord>> {
-        match self.trees().events.get(id)? {
-            Some(v) => Ok(Some(
-                codec::decode::<StoredEvent>("event", &v)?.into_record(),
-            )),
+        let t = self.trees();
+        match t.events.get(id)? {
+            Some(v) => Ok(Some(record(&t.outcomes, id, &v)?)),
             None => Ok(None),
         }
     }
@@ -134,63 +134,87 @@ impl Store {
     /// from `pending` and queueing it for label/review routes. Does not flush: a lost
     /// completion leaves the event pending, and it is processed again.
     pub fn complete(&self, id: &str, outcome: Outcome) -> Result<Completion> {
-        let item = match outcome.route.queue() {
-            Some(target) => {
-                codec::check_name(&target.queue)?;
-                let ulid = self.next_ulid();
-                Some(QueueItem {
-                    id: ulid.to_string(),
-                    queue: target.queue.clone(),
-                    event_id: id.to_owned(),
-                    action: outcome.route.action().to_owned(),
-                    priority: target.priority,
-                    reason: target.reason.clone(),
-                    created_at: ulid.timestamp_ms(),
-                })
-            }
-            None => None,
-        };
-        let encoded_item = match &item {
-            Some(i) => Some((queue::item_key(i), codec::encode(i)?)),
-            None => None,
-        };
+        let mut done = self.complete_all(&[(id, &outcome)])?;
+        done.pop()
+            .ok_or_else(|| StoreError::corrupt("complete_all returned no result"))
+    }
+
+    /// [`Store::complete`] for many events in one transaction, which is what lets the
+    /// pipeline keep up with group-committed ingest: one commit per batch of outcomes
+    /// instead of one per event. All or nothing: if any event is unknown or names a
+    /// bad queue, nothing is recorded and the error is returned (complete them one by
+    /// one to find which). Results are in the order given; an id given twice is
+    /// `AlreadyProcessed` the second time.
+    pub fn complete_all(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
+        let mut prepared = Vec::with_capacity(items.len());
+        for (id, outcome) in items {
+            let item = match outcome.route.queue() {
+                Some(target) => {
+                    codec::check_name(&target.queue)?;
+                    let ulid = self.next_ulid();
+                    let item = QueueItem {
+                        id: ulid.to_string(),
+                        queue: target.queue.clone(),
+                        event_id: (*id).to_owned(),
+                        action: outcome.route.action().to_owned(),
+                        priority: target.priority,
+                        reason: target.reason.clone(),
+                        created_at: ulid.timestamp_ms(),
+                    };
+                    let key = queue::item_key(&item);
+                    let value = codec::encode(&item)?;
+                    Some((item, key, value))
+                }
+                None => None,
+            };
+            prepared.push((*id, codec::encode(outcome)?, item));
+        }
         let t = self.trees();
         let done = from_tx(
-            (&t.events, &t.pending, &t.queue, &t.queue_depth).transaction(
-                |(events, pending, queue, depth)| {
+            (&t.events, &t.outcomes, &t.pending, &t.queue, &t.queue_depth).transaction(
+                |(events, outcomes, pending, queue, depth)| {
                     let abort = ConflictableTransactionError::Abort;
-                    let Some(v) = events.get(id)? else {
-                        return Err(abort(StoreError::NotFound { id: id.to_owned() }));
-                    };
-                    let stored: StoredEvent = codec::decode("event", &v).map_err(abort)?;
-                    if stored.status == EventStatus::Processed {
-                        return Ok(false);
-                    }
-                    let value = codec::encode(&StoredEventRef {
-                        status: EventStatus::Processed,
-                        outcome: Some(&outcome),
-                        ..stored.borrowed()
-                    })
-                    .map_err(abort)?;
-                    events.insert(id, value)?;
-                    pending.remove(&stored.seq.to_be_bytes())?;
-                    if let (Some(i), Some((key, value))) = (&item, &encoded_item) {
-                        queue.insert(key.as_slice(), value.as_slice())?;
-                        let n = match depth.get(&i.queue)? {
-                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
-                            None => 0,
+                    let mut done = Vec::with_capacity(prepared.len());
+                    for (id, outcome, item) in &prepared {
+                        if outcomes.get(id)?.is_some() {
+                            done.push(false);
+                            continue;
+                        }
+                        let Some(v) = events.get(id)? else {
+                            return Err(abort(StoreError::NotFound {
+                                id: (*id).to_owned(),
+                            }));
                         };
-                        depth.insert(i.queue.as_str(), &(n + 1).to_be_bytes())?;
+                        let seq = codec::event_seq(&v).map_err(abort)?;
+                        outcomes.insert(*id, outcome.as_slice())?;
+                        pending.remove(&seq.to_be_bytes())?;
+                        if let Some((i, key, value)) = item {
+                            queue.insert(key.as_slice(), value.as_slice())?;
+                            let n = match depth.get(&i.queue)? {
+                                Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                                None => 0,
+                            };
+                            depth.insert(i.queue.as_str(), &(n + 1).to_be_bytes())?;
+                        }
+                        done.push(true);
                     }
-                    Ok(true)
+                    Ok(done)
                 },
             ),
         )?;
-        Ok(if done {
-            Completion::Completed { queue_item: item }
-        } else {
-            Completion::AlreadyProcessed
-        })
+        Ok(done
+            .into_iter()
+            .zip(prepared)
+            .map(|(done, (_, _, item))| {
+                if done {
+                    Completion::Completed {
+                        queue_item: item.map(|(i, _, _)| i),
+                    }
+                } else {
+                    Completion::AlreadyProcessed
+                }
+            })
+            .collect())
     }
 
     /// Up to `limit` events matching `filter`, newest first, starting after `cursor` (from
@@ -211,7 +235,7 @@ impl Store {
         let t = self.trees();
         for entry in t.by_time.range(filter.range(before)).rev() {
             let (key, _) = entry?;
-            let record = load(&t.events, &key)?;
+            let record = load(t, &key)?;
             if filter.matches(&record) {
                 events.push(record);
                 if events.len() == limit {
@@ -238,7 +262,7 @@ impl Store {
             error: filter.validate().err(),
             done: false,
             keys: self.trees().by_time.range(filter.range(None)),
-            events: self.trees().events.clone(),
+            trees: self.trees().clone(),
             filter: filter.clone(),
         }
     }
@@ -249,7 +273,7 @@ struct Scan {
     error: Option<StoreError>,
     done: bool,
     keys: sled::Iter,
-    events: sled::Tree,
+    trees: Trees,
     filter: EventFilter,
 }
 
@@ -267,7 +291,7 @@ impl Iterator for Scan {
         for entry in self.keys.by_ref() {
             match entry
                 .map_err(StoreError::from)
-                .and_then(|(key, _)| load(&self.events, &key))
+                .and_then(|(key, _)| load(&self.trees, &key))
             {
                 Ok(r) if !self.filter.matches(&r) => continue,
                 Ok(r) => return Some(Ok(r)),
@@ -283,12 +307,22 @@ impl Iterator for Scan {
 }
 
 /// The event a `by_time` key points at; a dangling key means the trees disagree.
-fn load(events: &sled::Tree, time_key: &[u8]) -> Result<EventRecord> {
+fn load(trees: &Trees, time_key: &[u8]) -> Result<EventRecord> {
     let id = codec::id_of_time_key(time_key)?;
-    match events.get(&id)? {
-        Some(v) => Ok(codec::decode::<StoredEvent>("event", &v)?.into_record()),
+    match trees.events.get(&id)? {
+        Some(v) => record(&trees.outcomes, &id, &v),
         None => Err(StoreError::corrupt(format!(
             "time index names missing event {id:?}"
         ))),
     }
+}
+
+/// An `events` value and its outcome (if processed) as one record.
+fn record(outcomes: &sled::Tree, id: &str, value: &[u8]) -> Result<EventRecord> {
+    let (_, stored) = codec::decode_event(value)?;
+    let outcome = match outcomes.get(id)? {
+        Some(o) => Some(codec::decode::<Outcome>("outcome", &o)?),
+        None => None,
+    };
+    Ok(stored.into_record(outcome))
 }

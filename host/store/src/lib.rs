@@ -7,7 +7,8 @@
 //!
 //! | tree          | key                                                   | value                     |
 //! |---------------|-------------------------------------------------------|---------------------------|
-//! | `events`      | event id                                              | `{seq,status,outcome?,event,reviews?}` |
+//! | `events`      | event id                                              | `seq` ++ `{event,reviews?}` |
+//! | `outcomes`    | event id                                              | `Outcome`, once processed |
 //! | `pending`     | `seq` (arrival order)                                 | event id                  |
 //! | `by_time`     | `received_at` ++ event id                             | empty                     |
 //! | `counters`    | `"events"`                                            | `u64`: events stored      |
@@ -101,6 +102,7 @@ pub(crate) struct Counters {
 #[derive(Clone)]
 pub(crate) struct Trees {
     events: sled::Tree,
+    outcomes: sled::Tree,
     pending: sled::Tree,
     by_time: sled::Tree,
     counters: sled::Tree,
@@ -144,6 +146,7 @@ impl Store {
             .open()?;
         let trees = Trees {
             events: db.open_tree("events")?,
+            outcomes: db.open_tree("outcomes")?,
             pending: db.open_tree("pending")?,
             by_time: db.open_tree("by_time")?,
             counters: db.open_tree("counters")?,

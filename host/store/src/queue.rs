@@ -13,7 +13,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use crate::Store;
-use crate::codec::{self, StoredEvent};
+use crate::codec;
 use crate::error::{Result, StoreError, from_tx};
 
 /// One event waiting on a queue for a person.
@@ -491,9 +491,11 @@ impl Store {
                         id: event_id.to_owned(),
                     }));
                 };
-                let mut stored: StoredEvent = codec::decode("event", &v).map_err(abort)?;
+                let (seq, mut stored) = codec::decode_event(&v).map_err(abort)?;
                 stored.reviews.push(review.clone());
-                events.insert(event_id, codec::encode(&stored.borrowed()).map_err(abort)?)?;
+                let value =
+                    codec::encode_event(seq, &stored.event, &stored.reviews).map_err(abort)?;
+                events.insert(event_id, value)?;
 
                 let base = AuditEntry {
                     at: now,

@@ -145,7 +145,7 @@ fn queued_appends_are_committed_in_few_batches() {
     let (tx, rx) = mpsc::channel();
     for i in 0..2000 {
         let tx = tx.clone();
-        store.append_with(vec![event(&format!("e{i}"), i)], move |r| {
+        store.append_with(vec![event(&format!("e{i}"), i)], move |r, _| {
             tx.send(r).unwrap();
         });
     }
@@ -289,6 +289,63 @@ fn complete_is_once_and_queues_label_and_review() {
         store.complete("a", outcome(Route::Label(target("bad\0q", 1)))),
         Err(StoreError::InvalidName { .. })
     ));
+}
+
+#[test]
+fn complete_all_is_one_transaction_and_survives_reopen() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        let ids = ["a", "b", "c", "d"];
+        store
+            .append(ids.iter().map(|id| event(id, 10)).collect())
+            .unwrap();
+        let accept = outcome(Route::Accept);
+        let label = outcome(Route::Label(target("q", 10)));
+        let review = outcome(Route::Review(target("q", 50)));
+
+        // One unknown id sinks the whole batch: nothing is recorded.
+        assert!(matches!(
+            store.complete_all(&[("a", &accept), ("nope", &accept)]),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.pending().unwrap(), ids);
+
+        let done = store
+            .complete_all(&[("a", &accept), ("b", &label), ("c", &review), ("a", &label)])
+            .unwrap();
+        assert_eq!(done[0], Completion::Completed { queue_item: None });
+        assert!(matches!(
+            &done[1],
+            Completion::Completed { queue_item: Some(i) } if i.event_id == "b"
+        ));
+        assert!(matches!(
+            &done[2],
+            Completion::Completed {
+                queue_item: Some(_)
+            }
+        ));
+        assert_eq!(done[3], Completion::AlreadyProcessed);
+        assert_eq!(store.pending().unwrap(), ["d"]);
+        assert_eq!(
+            store.queue_depths().unwrap(),
+            BTreeMap::from([("q".into(), 2)])
+        );
+        store.flush().unwrap();
+    }
+    let store = open(&dir);
+    let a = store.get("a").unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.outcome.map(|o| o.route)),
+        (EventStatus::Processed, Some(Route::Accept))
+    );
+    let d = store.get("d").unwrap().unwrap();
+    assert_eq!((d.status, d.outcome), (EventStatus::Pending, None));
+    assert_eq!(store.pending().unwrap(), ["d"]);
+    assert_eq!(
+        store.complete("b", outcome(Route::Accept)).unwrap(),
+        Completion::AlreadyProcessed
+    );
 }
 
 /// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.
@@ -531,7 +588,7 @@ fn last_handle_dropped_inside_a_reply_does_not_hang() {
     let store = open(&dir);
     let (tx, rx) = mpsc::channel();
     let held = store.clone();
-    store.append_with(vec![event("x", 1)], move |r| {
+    store.append_with(vec![event("x", 1)], move |r, _| {
         tx.send(r.map(|v| v.len())).unwrap();
         drop(held);
     });

@@ -44,8 +44,7 @@ async fn store_and_dispatch(
     let pipeline = state.pipeline.clone();
     let store = state.store.clone();
     let runtime = tokio::runtime::Handle::current();
-    let kept = events.clone();
-    state.store.append_with(events, move |result| {
+    state.store.append_with(events, move |result, kept| {
         let appended = match result {
             Ok(a) => a,
             Err(e) => {

@@ -118,6 +118,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     metrics::gauge!("flywheel_events_stored").set(state.store.count() as f64);
+    // Group commit at work: commits and flushes should stay far below append requests.
+    let store = state.store.stats();
+    metrics::counter!("flywheel_store_append_requests_total").absolute(store.requests);
+    metrics::counter!("flywheel_store_commits_total").absolute(store.batches);
+    metrics::counter!("flywheel_store_flushes_total").absolute(store.flushes);
     metrics::gauge!("flywheel_pipeline_backlog").set(state.pipeline.queued() as f64);
     (
         [(
