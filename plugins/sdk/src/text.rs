@@ -414,7 +414,24 @@ const STOPWORDS: &[&str] = &[
 /// match any text and would inflate every overlap.
 pub fn is_stopword(word: &str) -> bool {
     // Most content words are longer than any stopword: skip the search.
-    word.len() <= MAX_STOPWORD_LEN && STOPWORDS.binary_search(&word).is_ok()
+    if word.len() > MAX_STOPWORD_LEN {
+        return false;
+    }
+    // Bisection over the words' hashes compares integers, not strings (each
+    // string comparison is a `memcmp` call in a guest); one string
+    // comparison then confirms the hit.
+    static BY_HASH: std::sync::OnceLock<Vec<(u64, &'static str)>> = std::sync::OnceLock::new();
+    let by_hash = BY_HASH.get_or_init(|| {
+        let mut v: Vec<(u64, &'static str)> = STOPWORDS.iter().map(|w| (stable_hash(w), *w)).collect();
+        v.sort_unstable();
+        v
+    });
+    let h = stable_hash(word);
+    let first = by_hash.partition_point(|&(k, _)| k < h);
+    by_hash[first..]
+        .iter()
+        .take_while(|&&(k, _)| k == h)
+        .any(|&(_, w)| w == word)
 }
 
 /// The length of the longest stopword, in bytes.
@@ -942,6 +959,25 @@ pub fn names(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stopword_lookup_agrees_with_bisection() {
+        let others = [
+            "The",
+            "THE",
+            "",
+            "paris",
+            "a'",
+            "don’t",
+            "yourselvesx",
+            "e.g.",
+            "i.e",
+            "ab",
+        ];
+        for w in STOPWORDS.iter().chain(others.iter()) {
+            assert_eq!(is_stopword(w), STOPWORDS.binary_search(w).is_ok(), "{w:?}");
+        }
+    }
 
     #[test]
     fn stopwords_are_sorted_and_unique() {
