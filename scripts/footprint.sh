@@ -88,7 +88,11 @@ while [ "$sent" -lt "$EVENTS" ]; do
 done
 t1=$(now_ms)
 echo "footprint: waiting for the pipeline to finish" >&2
-until curl -sf "$url/v1/events?route=pending&limit=1" | python3 -c 'import json,sys; sys.exit(0 if not json.load(sys.stdin)["events"] else 1)'; do
+# Every event of this run is processed once the pipeline's counter reaches the store's.
+metric() {
+    curl -sf "$url/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'
+}
+until [ "$(metric flywheel_events_processed_total)" -ge "$(metric flywheel_events_stored)" ]; do
     sleep 0.5
 done
 t2=$(now_ms)

@@ -10,6 +10,7 @@
 #   scripts/loadtest.sh                         # 10 s per run, prints markdown tables
 #   DURATION=30s scripts/loadtest.sh
 #   SCENARIOS="single" DURABILITY="true" scripts/loadtest.sh   # a subset
+#   FLYWHEEL_BIN=/tmp/flywheel-before scripts/loadtest.sh       # another build
 #
 # Every run gets a fresh server and data dir. The server is pinned to core SERVER_CPU
 # and oha to core LOAD_CPU. Events carry no id (the server assigns ULIDs). Besides what
@@ -27,6 +28,7 @@ SCENARIOS=${SCENARIOS:-single batch}
 DURABILITY=${DURABILITY:-true false}
 PLUGIN_SETS=${PLUGIN_SETS:-plugins none}
 FIXED_RATE=${FIXED_RATE:-true}          # false: skip the 50%-of-max runs
+NICE=${NICE:-0}                         # [pipeline] nice: 10 favours ingest over the pipeline
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -43,9 +45,11 @@ done
 
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "loadtest: building flywheel (release) and staging the plugins" >&2
-cargo build --quiet --release -p flywheel
+if [ -z "${FLYWHEEL_BIN:-}" ]; then cargo build --quiet --release -p flywheel; fi
 cargo xtask plugins >/dev/null
-bin=$root/target/release/flywheel
+# FLYWHEEL_BIN: another build of the server (e.g. a copy made before a change), for a
+# before/after in one sitting.
+bin=${FLYWHEEL_BIN:-$root/target/release/flywheel}
 plugins=$root/target/flywheel-plugins
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/flywheel-loadtest.XXXXXX")
@@ -97,6 +101,8 @@ start_server() { # start_server <plugins dir> <durable>: sets server_pid and por
     local run=$work/server-$servers
     mkdir -p "$run"
     echo "durable = $2" >"$run/config.toml"
+    # Only when set: builds from before the setting existed refuse unknown keys.
+    if [ "$NICE" != 0 ]; then printf '[pipeline]\nnice = %s\n' "$NICE" >>"$run/config.toml"; fi
     taskset -c "$SERVER_CPU" "$bin" serve --config "$run/config.toml" --listen 127.0.0.1:0 \
         --data "$run/data" --plugins "$1" >"$run/out" 2>"$run/err" &
     server_pid=$!
@@ -189,7 +195,7 @@ done
 header="| scenario | plugins | durable | rate (req/s) | requests/s | events/s (acked) | p50 ms | p99 ms | p99.9 ms | events/s processed | server CPU share | server CPU µs per acked event | success rate |"
 rule="|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 echo
-echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU."
+echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; pipeline nice = $NICE."
 echo "Load average at the start: $loadavg. $(date -u +%Y-%m-%dT%H:%MZ)."
 echo
 echo "Max throughput (closed loop):"

@@ -97,10 +97,12 @@ pub struct PipelineConfig {
     pub quarantine_after: u64,
     /// Watch the plugin directory and hot-load what is dropped into it.
     pub watch_plugins: bool,
-    /// Scheduling niceness of the pipeline workers (Linux; 0..=19). Above 0, the
-    /// threads that answer HTTP and commit events get the CPU first when it is scarce:
-    /// ingest stays fast and durable, and the pipeline catches up when load drops
-    /// (events wait on disk, never in memory only). 0 shares the CPU equally.
+    /// Scheduling niceness of the pipeline workers (Linux; 0..=19). 0 (the default)
+    /// shares the CPU equally, so under overload ingest slows down with the pipeline
+    /// and processing keeps pace. Above 0, the threads that answer HTTP and commit
+    /// events get the CPU first: bursts are acknowledged at full speed and wait on disk
+    /// (never only in memory) for the pipeline to catch up when load drops; under
+    /// sustained overload the backlog then grows (watch `flywheel_pipeline_backlog`).
     pub nice: i32,
 }
 
@@ -111,7 +113,7 @@ impl Default for PipelineConfig {
             fresh_instance_per_call: false,
             quarantine_after: 20,
             watch_plugins: true,
-            nice: 10,
+            nice: 0,
         }
     }
 }

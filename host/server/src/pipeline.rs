@@ -8,8 +8,8 @@
 //! `arc-swap`; an event is processed by the one set it loaded when it started.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -226,7 +226,8 @@ fn run_router(
 
 /// Run one event through a plugin set. Pure apart from the plugins' own kv writes.
 pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
-    let prepared = PreparedEvent::new(event);
+    // Lowered only if some plugin is called: with none live, an event costs no copy.
+    let prepared = std::cell::LazyCell::new(|| PreparedEvent::new(event));
     let mut calls = Vec::with_capacity(set.scorers.len() + set.routers.len());
     let mut scores = Vec::new();
     let mut votes = Vec::new();
@@ -249,7 +250,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
         }
     }
     for scorer in &set.scorers {
-        let (s, call, vote) = run_scorer(scorer, &prepared);
+        let (s, call, vote) = run_scorer(scorer, &*prepared);
         calls.push(call);
         votes.extend(vote);
         scores.extend(s.into_iter().map(|score| ScoreRecord {
@@ -259,7 +260,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
     }
     let prepared_scores = PreparedScores::new(scores.iter().map(|s| &s.score));
     for router in &set.routers {
-        let (vote, call) = run_router(router, &prepared, &prepared_scores);
+        let (vote, call) = run_router(router, &*prepared, &prepared_scores);
         calls.push(call);
         votes.extend(vote);
     }
@@ -267,7 +268,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
     let shadow = set
         .shadows
         .iter()
-        .filter_map(|candidate| shadow_run(set, candidate, &prepared, &scores, &votes, &route))
+        .filter_map(|candidate| shadow_run(set, candidate, &*prepared, &scores, &votes, &route))
         .collect();
     Outcome {
         route,
@@ -538,7 +539,9 @@ fn finish(
     result: Result<Completion, flywheel_store::StoreError>,
     started: Instant,
 ) -> Result<Outcome, flywheel_store::StoreError> {
-    metrics::histogram!("flywheel_pipeline_seconds").record(started.elapsed().as_secs_f64());
+    static SECONDS: LazyLock<metrics::Histogram> =
+        LazyLock::new(|| metrics::histogram!("flywheel_pipeline_seconds"));
+    SECONDS.record(started.elapsed().as_secs_f64());
     match result {
         Ok(Completion::Completed { .. }) => {
             shared.stats.processed.fetch_add(1, Ordering::Relaxed);
@@ -547,8 +550,7 @@ fn finish(
             {
                 let _ = tx.try_send(prompt.clone());
             }
-            metrics::counter!("flywheel_events_processed_total", "route" => outcome.route.action())
-                .increment(1);
+            processed_counter(outcome.route.action()).increment(1);
             Ok(outcome)
         }
         Ok(Completion::AlreadyProcessed) => {
@@ -565,6 +567,27 @@ fn finish(
             Err(e)
         }
     }
+}
+
+/// `flywheel_events_processed_total` for a route, registered once per route rather than
+/// looked up in the recorder for every event.
+fn processed_counter(route: &'static str) -> metrics::Counter {
+    static BY_ROUTE: LazyLock<Vec<(&'static str, metrics::Counter)>> = LazyLock::new(|| {
+        ["accept", "label", "review", "drop"]
+            .into_iter()
+            .map(|r| {
+                (
+                    r,
+                    metrics::counter!("flywheel_events_processed_total", "route" => r),
+                )
+            })
+            .collect()
+    });
+    BY_ROUTE
+        .iter()
+        .find(|(r, _)| *r == route)
+        .map(|(_, c)| c.clone())
+        .unwrap_or_else(|| metrics::counter!("flywheel_events_processed_total", "route" => route))
 }
 
 /// At most this many outcomes go into one store transaction.
