@@ -250,7 +250,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
         }
     }
     for scorer in &set.scorers {
-        let (s, call, vote) = run_scorer(scorer, &*prepared);
+        let (s, call, vote) = run_scorer(scorer, &prepared);
         calls.push(call);
         votes.extend(vote);
         scores.extend(s.into_iter().map(|score| ScoreRecord {
@@ -260,7 +260,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
     }
     let prepared_scores = PreparedScores::new(scores.iter().map(|s| &s.score));
     for router in &set.routers {
-        let (vote, call) = run_router(router, &*prepared, &prepared_scores);
+        let (vote, call) = run_router(router, &prepared, &prepared_scores);
         calls.push(call);
         votes.extend(vote);
     }
@@ -268,7 +268,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
     let shadow = set
         .shadows
         .iter()
-        .filter_map(|candidate| shadow_run(set, candidate, &*prepared, &scores, &votes, &route))
+        .filter_map(|candidate| shadow_run(set, candidate, &prepared, &scores, &votes, &route))
         .collect();
     Outcome {
         route,
