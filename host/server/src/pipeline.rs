@@ -399,6 +399,10 @@ struct Shared {
     quarantine: std::sync::OnceLock<(u64, Sender<PluginRef>)>,
     /// Where to report events that count as a failure of their prompt.
     prompt_failures: std::sync::OnceLock<Sender<flywheel_model::PromptRef>>,
+    /// Ids handed to the workers and not yet completed, so that the sweeper does not
+    /// queue an event a second time (it would be decided twice, the second time for
+    /// nothing) when the job queue overflows under load.
+    queued: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The worker pool and the live plugin set.
@@ -421,6 +425,7 @@ impl Pipeline {
             stop: AtomicBool::new(false),
             quarantine: std::sync::OnceLock::new(),
             prompt_failures: std::sync::OnceLock::new(),
+            queued: parking_lot::Mutex::default(),
         });
         for i in 0..options.workers.max(1) {
             let shared = shared.clone();
@@ -450,13 +455,19 @@ impl Pipeline {
     /// Hand an accepted event to the workers. Never blocks: when the queue is full the
     /// event stays pending in the store and the sweeper picks it up.
     pub fn submit(&self, event: Event) {
+        static BACKLOG: LazyLock<metrics::Gauge> =
+            LazyLock::new(|| metrics::gauge!("flywheel_pipeline_backlog"));
+        let id = event.id.clone();
+        // Marked before sending: a worker may finish the event before `try_send` returns.
+        self.shared.queued.lock().insert(id.clone());
         match self.tx.try_send(Job { event }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.queued.lock().remove(&id);
                 self.shared.backlog.store(true, Ordering::Release);
             }
         }
-        metrics::gauge!("flywheel_pipeline_backlog").set(self.tx.len() as f64);
+        BACKLOG.set(self.tx.len() as f64);
     }
 
     /// Decide an event now, on the calling thread, and store the outcome. For
@@ -619,7 +630,16 @@ fn worker(shared: &Shared, rx: &Receiver<Job>) {
 /// pending for the sweeper.
 fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
     let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
-    match shared.store.complete_all(&items) {
+    let stored = shared.store.complete_all(&items);
+    // Stored or not, these events are no longer in a worker's hands: one that failed to
+    // store stays pending, and the sweeper may queue it again.
+    {
+        let mut queued = shared.queued.lock();
+        for (event, _, _) in batch.iter() {
+            queued.remove(&event.id);
+        }
+    }
+    match stored {
         Ok(done) if done.len() == batch.len() => {
             for ((event, outcome, started), result) in batch.drain(..).zip(done) {
                 let _ = finish(shared, &event, outcome, Ok(result), started);
@@ -647,12 +667,16 @@ fn sweeper(shared: &Shared, tx: &Sender<Job>) {
                         tracing::info!(count = ids.len(), "resuming pending events");
                     }
                     for id in ids {
+                        if shared.queued.lock().contains(&id) {
+                            continue;
+                        }
                         let Ok(Some(record)) = shared.store.get(&id) else {
                             continue;
                         };
                         if record.outcome.is_some() {
                             continue;
                         }
+                        shared.queued.lock().insert(id);
                         if tx
                             .send(Job {
                                 event: record.event,

@@ -45,7 +45,7 @@ pub(crate) struct Request {
 }
 
 /// At most this many events go into one transaction; more waiting requests go next.
-const MAX_BATCH_EVENTS: usize = 4096;
+const MAX_BATCH_EVENTS: usize = 1024;
 
 impl Store {
     /// Stores `events` and returns once they are durable (in durable mode). Blocks the
