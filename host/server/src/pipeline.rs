@@ -630,26 +630,27 @@ fn worker(shared: &Shared, rx: &Receiver<Job>) {
 /// pending for the sweeper.
 fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
     let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
-    let stored = shared.store.complete_all(&items);
-    // Stored or not, these events are no longer in a worker's hands: one that failed to
-    // store stays pending, and the sweeper may queue it again.
-    {
-        let mut queued = shared.queued.lock();
-        for (event, _, _) in batch.iter() {
-            queued.remove(&event.id);
-        }
-    }
-    match stored {
+    match shared.store.complete_all(&items) {
         Ok(done) if done.len() == batch.len() => {
+            // Recorded: these events are out of the workers' hands, and a sweep would now
+            // find their outcomes and skip them.
+            {
+                let mut queued = shared.queued.lock();
+                for (event, _, _) in batch.iter() {
+                    queued.remove(&event.id);
+                }
+            }
             for ((event, outcome, started), result) in batch.drain(..).zip(done) {
                 let _ = finish(shared, &event, outcome, Ok(result), started);
             }
         }
         // One bad item (or a store error) sinks a batch: retry one by one, so each event
-        // gets its own result and error.
+        // gets its own result and error. One that still fails stays pending, and the
+        // sweeper may queue it again once it is released here.
         _ => {
             for (event, outcome, started) in batch.drain(..) {
                 let result = shared.store.complete(&event.id, outcome.clone());
+                shared.queued.lock().remove(&event.id);
                 let _ = finish(shared, &event, outcome, result, started);
             }
         }
