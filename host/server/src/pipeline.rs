@@ -457,13 +457,12 @@ impl Pipeline {
     pub fn submit(&self, event: Event) {
         static BACKLOG: LazyLock<metrics::Gauge> =
             LazyLock::new(|| metrics::gauge!("flywheel_pipeline_backlog"));
-        let id = event.id.clone();
         // Marked before sending: a worker may finish the event before `try_send` returns.
-        self.shared.queued.lock().insert(id.clone());
+        self.shared.queued.lock().insert(event.id.clone());
         match self.tx.try_send(Job { event }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.shared.queued.lock().remove(&id);
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.shared.queued.lock().remove(&job.event.id);
                 self.shared.backlog.store(true, Ordering::Release);
             }
         }
