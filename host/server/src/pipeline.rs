@@ -657,40 +657,49 @@ fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
 }
 
 /// Picks up events that are pending in the store but in no queue: at start-up
-/// (recovery after a crash) and whenever the job queue overflowed.
+/// (recovery after a crash) and whenever the job queue overflowed. It walks the backlog a
+/// page at a time, oldest first, and blocks while the workers are busy.
 fn sweeper(shared: &Shared, tx: &Sender<Job>) {
+    const PAGE: usize = 1024;
     while !shared.stop.load(Ordering::Acquire) {
         if shared.backlog.swap(false, Ordering::AcqRel) {
-            match shared.store.pending() {
-                Ok(ids) => {
-                    if !ids.is_empty() {
-                        tracing::info!(count = ids.len(), "resuming pending events");
+            let mut after = None;
+            let mut resumed = 0usize;
+            loop {
+                let page = match shared.store.pending_page(after, PAGE) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::error!("could not list pending events: {e}");
+                        shared.backlog.store(true, Ordering::Release);
+                        break;
                     }
-                    for id in ids {
-                        if shared.queued.lock().contains(&id) {
-                            continue;
-                        }
-                        let Ok(Some(record)) = shared.store.get(&id) else {
-                            continue;
-                        };
-                        if record.outcome.is_some() {
-                            continue;
-                        }
-                        shared.queued.lock().insert(id);
-                        if tx
-                            .send(Job {
-                                event: record.event,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
+                };
+                let Some(&(last, _)) = page.last() else {
+                    break;
+                };
+                after = Some(last);
+                for (_, id) in page {
+                    if shared.queued.lock().contains(&id) {
+                        continue;
+                    }
+                    let Ok(Some(record)) = shared.store.get(&id) else {
+                        continue;
+                    };
+                    if record.outcome.is_some() {
+                        continue;
+                    }
+                    shared.queued.lock().insert(id);
+                    resumed += 1;
+                    let job = Job {
+                        event: record.event,
+                    };
+                    if tx.send(job).is_err() {
+                        return;
                     }
                 }
-                Err(e) => {
-                    tracing::error!("could not list pending events: {e}");
-                    shared.backlog.store(true, Ordering::Release);
-                }
+            }
+            if resumed > 0 {
+                tracing::info!(count = resumed, "resumed pending events");
             }
         }
         std::thread::sleep(Duration::from_millis(200));

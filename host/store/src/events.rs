@@ -130,6 +130,28 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` events stored but not yet processed, oldest first, after the one with
+    /// `pending` key `after` (exclusive; `None` = from the start), as `(key, id)`. Lets a
+    /// caller walk a backlog of millions a page at a time instead of listing it whole.
+    pub fn pending_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>> {
+        let start = match after {
+            Some(seq) => Bound::Excluded(seq.to_be_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.trees()
+            .pending
+            .range::<[u8; 8], _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((
+                    codec::decode_u64("pending key", &k)?,
+                    codec::decode_str("pending id", &v)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Records the pipeline's outcome for a pending event, atomically with removing it
     /// from `pending` and queueing it for label/review routes. Does not flush: a lost
     /// completion leaves the event pending, and it is processed again.

@@ -348,6 +348,31 @@ fn complete_all_is_one_transaction_and_survives_reopen() {
     );
 }
 
+#[test]
+fn pending_pages_walk_the_backlog_in_order() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    store
+        .append(ids.iter().map(|id| event(id, 10)).collect())
+        .unwrap();
+    store.complete("p3", outcome(Route::Accept)).unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.pending_page(after, 4).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        after = page.last().map(|(seq, _)| *seq);
+        seen.extend(page.into_iter().map(|(_, id)| id));
+    }
+    let expected: Vec<String> = ids.into_iter().filter(|id| id != "p3").collect();
+    assert_eq!(seen, expected);
+    assert_eq!(store.pending().unwrap(), expected);
+}
+
 /// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.
 fn seeded() -> (TempDir, Store) {
     let dir = TempDir::new().unwrap();
