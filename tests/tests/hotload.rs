@@ -307,7 +307,11 @@ fn a_plugin_failing_repeatedly_is_quarantined_with_its_failure_mode() {
         assert!(Instant::now() < deadline, "not quarantined: {entry}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(server.log().contains("quarantined"), "a log line says so");
+    // The status changes first, then the error is logged: wait for the line.
+    while !server.log().contains("quarantined") {
+        assert!(Instant::now() < deadline, "no log line says so");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let outcome = submit_wait(&server, "event_thumbs_up_grounded", "q-after");
     let call = outcome["calls"]
         .as_array()

@@ -500,26 +500,35 @@ fn a_client_that_hangs_up_leaves_no_event_unprocessed() {
     let server = Server::with_examples();
     let addr = server.base.trim_start_matches("http://").to_string();
     // Send whole requests and close at once, so the server often sees the client gone
-    // while its handler waits for the group commit.
-    for i in 0..200 {
-        let mut e = fixtures::json("event_thumbs_down_ungrounded");
-        e["id"] = json!(format!("hangup-{i}"));
-        let body = e.to_string();
-        let request = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        stream.write_all(request.as_bytes()).expect("write");
-        drop(stream);
+    // while its handler waits for the group commit. Whether a hung-up request is stored
+    // at all is a race; repeat the burst until some are, so the check below is not empty.
+    let stored = || {
+        let (_, all) = server.get("/v1/events?limit=500");
+        all["events"].as_array().map_or(0, Vec::len)
+    };
+    for round in 0..20 {
+        for i in 0..200 {
+            let mut e = fixtures::json("event_thumbs_down_ungrounded");
+            e["id"] = json!(format!("hangup-{round}-{i}"));
+            let body = e.to_string();
+            let request = format!(
+                "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+            stream.write_all(request.as_bytes()).expect("write");
+            drop(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if stored() > 0 {
+            break;
+        }
     }
     // Whatever was stored gets processed: nothing stays pending.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (_, pending) = server.get("/v1/events?route=pending&limit=5");
-        let (_, all) = server.get("/v1/events?limit=500");
-        let stored = all["events"].as_array().map_or(0, Vec::len);
-        if stored > 0 && pending["events"].as_array().is_some_and(Vec::is_empty) {
+        if stored() > 0 && pending["events"].as_array().is_some_and(Vec::is_empty) {
             break;
         }
         assert!(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use flywheel_plugin_build::WASM_TARGET;
 
-const WASM_TARGET: &str = "wasm32-wasip2";
 /// The target of the Extism peer's guest (`benches/extism-peer/guest`).
 const EXTISM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -94,13 +94,8 @@ fn ensure_target(target: &str) -> Result<()> {
 /// test suite's build script uses, so the work is shared).
 fn build_plugins(root: &Path) -> Result<PathBuf> {
     ensure_wasm_target()?;
-    let target_dir = root.join("target").join("wasm-plugins");
-    run(cargo()
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", WASM_TARGET])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
-    Ok(target_dir.join(WASM_TARGET).join("release"))
+    run(&mut flywheel_plugin_build::build_command(root))?;
+    Ok(flywheel_plugin_build::artifacts_dir(root))
 }
 
 /// Copy each example plugin's component and manifest into one directory, as
