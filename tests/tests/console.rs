@@ -128,7 +128,7 @@ fn seed_history(data_dir: &Path) {
                 .expect("outcome");
                 if let flywheel_store::Completion::Completed {
                     queue_item: Some(item),
-                } = store.complete(&id, outcome).expect("complete")
+                } = store.complete(&id, &outcome).expect("complete")
                 {
                     labeled.push((item.id, at));
                 }

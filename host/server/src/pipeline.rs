@@ -537,7 +537,7 @@ fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::St
     let _span = tracing::debug_span!("event", id = %event.id).entered();
     let started = Instant::now();
     let outcome = decide_live(shared, event);
-    let result = shared.store.complete(&event.id, outcome.clone());
+    let result = shared.store.complete(&event.id, &outcome);
     finish(shared, event, outcome, result, started)
 }
 
@@ -648,7 +648,7 @@ fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
         // sweeper may queue it again once it is released here.
         _ => {
             for (event, outcome, started) in batch.drain(..) {
-                let result = shared.store.complete(&event.id, outcome.clone());
+                let result = shared.store.complete(&event.id, &outcome);
                 shared.queued.lock().remove(&event.id);
                 let _ = finish(shared, &event, outcome, result, started);
             }

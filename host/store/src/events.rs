@@ -119,15 +119,14 @@ impl Store {
         }
     }
 
-    /// Ids of events stored but not yet processed, oldest first: what to resume after a
-    /// restart.
+    /// Ids of events stored but not yet processed, oldest first, all at once (for tests
+    /// and small stores; the pipeline walks [`Store::pending_page`]).
     pub fn pending(&self) -> Result<Vec<String>> {
-        self.trees()
-            .pending
-            .iter()
-            .values()
-            .map(|v| codec::decode_str("pending id", &v?))
-            .collect()
+        Ok(self
+            .pending_page(None, usize::MAX)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
     }
 
     /// Up to `limit` events stored but not yet processed, oldest first, after the one with
@@ -155,8 +154,8 @@ impl Store {
     /// Records the pipeline's outcome for a pending event, atomically with removing it
     /// from `pending` and queueing it for label/review routes. Does not flush: a lost
     /// completion leaves the event pending, and it is processed again.
-    pub fn complete(&self, id: &str, outcome: Outcome) -> Result<Completion> {
-        let mut done = self.complete_all(&[(id, &outcome)])?;
+    pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<Completion> {
+        let mut done = self.complete_all(&[(id, outcome)])?;
         done.pop()
             .ok_or_else(|| StoreError::corrupt("complete_all returned no result"))
     }

@@ -179,7 +179,7 @@ fn reopen_after_drop_keeps_everything() {
         let events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), 100 + i)).collect();
         store.append(events).unwrap();
         store
-            .complete("e3", outcome(Route::Review(target("triage", 7))))
+            .complete("e3", &outcome(Route::Review(target("triage", 7))))
             .unwrap();
         store.kv_set("p", "k", b"v", 100).unwrap();
         store.meta_set("prompts", "support", b"tmpl").unwrap();
@@ -218,12 +218,12 @@ fn complete_is_once_and_queues_label_and_review() {
     assert_eq!(store.pending().unwrap(), ids);
 
     assert_eq!(
-        store.complete("a", outcome(Route::Accept)).unwrap(),
+        store.complete("a", &outcome(Route::Accept)).unwrap(),
         Completion::Completed { queue_item: None }
     );
     assert_eq!(
         store
-            .complete("a", outcome(Route::Review(target("q", 1))))
+            .complete("a", &outcome(Route::Review(target("q", 1))))
             .unwrap(),
         Completion::AlreadyProcessed
     );
@@ -234,7 +234,7 @@ fn complete_is_once_and_queues_label_and_review() {
     let Completion::Completed {
         queue_item: Some(item),
     } = store
-        .complete("b", outcome(Route::Label(target("q", 10))))
+        .complete("b", &outcome(Route::Label(target("q", 10))))
         .unwrap()
     else {
         panic!("expected a queue item");
@@ -248,18 +248,18 @@ fn complete_is_once_and_queues_label_and_review() {
         ("q", "b", "label")
     );
     store
-        .complete("c", outcome(Route::Review(target("q", 90))))
+        .complete("c", &outcome(Route::Review(target("q", 90))))
         .unwrap();
     store
-        .complete("d", outcome(Route::Label(target("q", 10))))
+        .complete("d", &outcome(Route::Label(target("q", 10))))
         .unwrap();
     store
-        .complete("e", outcome(Route::Review(target("other", 5))))
+        .complete("e", &outcome(Route::Review(target("other", 5))))
         .unwrap();
     store
         .complete(
             "f",
-            outcome(Route::Drop {
+            &outcome(Route::Drop {
                 reason: "spam".into(),
             }),
         )
@@ -282,11 +282,11 @@ fn complete_is_once_and_queues_label_and_review() {
     );
 
     assert!(matches!(
-        store.complete("zzz", outcome(Route::Accept)),
+        store.complete("zzz", &outcome(Route::Accept)),
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        store.complete("a", outcome(Route::Label(target("bad\0q", 1)))),
+        store.complete("a", &outcome(Route::Label(target("bad\0q", 1)))),
         Err(StoreError::InvalidName { .. })
     ));
 }
@@ -343,7 +343,7 @@ fn complete_all_is_one_transaction_and_survives_reopen() {
     assert_eq!((d.status, d.outcome), (EventStatus::Pending, None));
     assert_eq!(store.pending().unwrap(), ["d"]);
     assert_eq!(
-        store.complete("b", outcome(Route::Accept)).unwrap(),
+        store.complete("b", &outcome(Route::Accept)).unwrap(),
         Completion::AlreadyProcessed
     );
 }
@@ -356,7 +356,7 @@ fn pending_pages_walk_the_backlog_in_order() {
     store
         .append(ids.iter().map(|id| event(id, 10)).collect())
         .unwrap();
-    store.complete("p3", outcome(Route::Accept)).unwrap();
+    store.complete("p3", &outcome(Route::Accept)).unwrap();
     let mut seen = Vec::new();
     let mut after = None;
     loop {
@@ -397,12 +397,12 @@ fn seeded() -> (TempDir, Store) {
         .collect();
     store.append(events).unwrap();
     store
-        .complete("e010", outcome(Route::Review(target("triage", 1))))
+        .complete("e010", &outcome(Route::Review(target("triage", 1))))
         .unwrap();
     store
-        .complete("e020", outcome(Route::Label(target("gold", 1))))
+        .complete("e020", &outcome(Route::Label(target("gold", 1))))
         .unwrap();
-    store.complete("e030", outcome(Route::Accept)).unwrap();
+    store.complete("e030", &outcome(Route::Accept)).unwrap();
     (dir, store)
 }
 

@@ -38,7 +38,7 @@ fn queued(store: &Store, id: &str, queue: &str, priority: u8) -> String {
         "route": {"action": "label", "queue": queue, "priority": priority, "reason": "unsure"},
     }))
     .unwrap();
-    match store.complete(id, outcome).unwrap() {
+    match store.complete(id, &outcome).unwrap() {
         Completion::Completed {
             queue_item: Some(item),
         } => item.id,
