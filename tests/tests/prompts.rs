@@ -363,10 +363,10 @@ fn datasets_give_exactly_the_expected_rows() {
         assistant,
         [
             "Yes: go to Account > Orders and edit the address before the order ships.",
-            "Click 'Forgot password' on the sign-in page.",
             "Our Platinum Warranty from Zenith Corp lets you return any device within 90 days, and we refund 120% of the price.",
+            "Click 'Forgot password' on the sign-in page.",
         ],
-        "oldest first; events of one batch in id order: A (kept as A-dup), C, B"
+        "oldest first; events of one batch in the order sent: A (kept as A-dup), B, C"
     );
     for row in &sft {
         assert_eq!(row["messages"][0]["role"], "user");
@@ -422,11 +422,11 @@ fn datasets_give_exactly_the_expected_rows() {
         labels,
         [
             ("Can I change my delivery address?", false),
+            ("How many days do I have to return a laptop?", true),
             ("How do I reset my password?", false),
             ("How many days do I have to return a laptop?", true),
-            ("How many days do I have to return a laptop?", true),
         ],
-        "A corrected, C rejected, B approved by a reviewer over its thumbs-down, F thumbs up"
+        "A corrected, B approved by a reviewer over its thumbs-down, C rejected, F thumbs up"
     );
     assert_eq!(
         skipped(&summary),

@@ -661,7 +661,18 @@ fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
 /// page at a time, oldest first, and blocks while the workers are busy.
 fn sweeper(shared: &Shared, tx: &Sender<Job>) {
     const PAGE: usize = 1024;
+    /// How often the store's pending watermark is moved up (in 200 ms naps), so that
+    /// recovery after a restart walks only the events processed since.
+    const SETTLE_EVERY: u32 = 25;
+    let mut naps = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
+        naps += 1;
+        if naps >= SETTLE_EVERY {
+            naps = 0;
+            if let Err(e) = shared.store.advance_watermark() {
+                tracing::warn!("could not move the pending watermark: {e}");
+            }
+        }
         if shared.backlog.swap(false, Ordering::AcqRel) {
             let mut after = None;
             let mut resumed = 0usize;

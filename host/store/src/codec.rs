@@ -87,20 +87,19 @@ pub(crate) fn decode_str(what: &str, bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::corrupt(format!("{what}: not UTF-8")))
 }
 
-/// `received_at` (big-endian) then the id: sorts by arrival time, unique per event.
-pub(crate) fn time_key(received_at: u64, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + id.len());
-    k.extend_from_slice(&received_at.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k
+/// A `log` key: `received_at` then `seq`, both big-endian. The committer makes both
+/// grow with every event it stores, so keys sort by arrival time and new keys always
+/// land after every existing one (which is what lets the pending watermark only move on).
+pub(crate) fn log_key(received_at: u64, seq: u64) -> [u8; 16] {
+    (u128::from(received_at) << 64 | u128::from(seq)).to_be_bytes()
 }
 
-/// The event id inside a time-index key.
-pub(crate) fn id_of_time_key(key: &[u8]) -> Result<String> {
-    match key.get(8..) {
-        Some(id) => decode_str("time index key", id),
-        None => Err(StoreError::corrupt("time index key: too short")),
-    }
+/// A `log` key as one number, for ordering and the watermark.
+pub(crate) fn decode_log_key(key: &[u8]) -> Result<u128> {
+    let arr: [u8; 16] = key
+        .try_into()
+        .map_err(|_| StoreError::corrupt("log key: expected 16 bytes"))?;
+    Ok(u128::from_be_bytes(arr))
 }
 
 /// `name \0 rest`: a key under a name, so a prefix scan of `name \0` finds exactly its keys.

@@ -112,14 +112,16 @@ pub(crate) struct Committer {
     pub trees: Trees,
     pub counters: Arc<Counters>,
     pub durable: bool,
-    /// The next `pending` key; above every key still in `pending`.
+    /// The next `seq`: above every one in the `log`.
     pub next_seq: u64,
+    /// The `received_at` of the newest event stored: no new event gets an earlier one,
+    /// so `log` keys only grow (see the layout notes in `lib.rs`).
+    pub last_time: u64,
 }
 
 /// One event encoded ahead of the transaction, which may run more than once.
 struct Prepared {
-    seq_key: [u8; 8],
-    time_key: Vec<u8>,
+    log_key: [u8; 16],
     value: Vec<u8>,
 }
 
@@ -144,8 +146,8 @@ impl Committer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<Request>) {
-        let result = self.write(&batch).and_then(|r| {
+    fn commit(&mut self, mut batch: Vec<Request>) {
+        let result = self.write(&mut batch).and_then(|r| {
             if self.durable {
                 self.db.flush()?;
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -172,16 +174,19 @@ impl Committer {
     }
 
     /// Writes one batch in one transaction; returns each request's per-event results.
-    fn write(&mut self, batch: &[Request]) -> Result<Vec<Vec<Appended>>> {
+    fn write(&mut self, batch: &mut [Request]) -> Result<Vec<Vec<Appended>>> {
         let mut prepared = Vec::with_capacity(batch.len());
-        for request in batch {
+        for request in batch.iter_mut() {
             let mut encoded = Vec::with_capacity(request.events.len());
-            for event in &request.events {
+            for event in &mut request.events {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                // Arrival time never goes back (a request stamped a moment before one that
+                // committed first, or the clock stepping back), so `log` keys only grow.
+                event.received_at = event.received_at.max(self.last_time);
+                self.last_time = event.received_at;
                 encoded.push(Prepared {
-                    seq_key: seq.to_be_bytes(),
-                    time_key: codec::time_key(event.received_at, &event.id),
+                    log_key: codec::log_key(event.received_at, seq),
                     value: codec::encode_event(seq, event, &[])?,
                 });
             }
@@ -189,41 +194,38 @@ impl Committer {
         }
 
         let t = &self.trees;
-        let (results, accepted, total) = from_tx(
-            (&t.events, &t.pending, &t.by_time, &t.counters).transaction(
-                |(events, pending, by_time, counters)| {
-                    let mut seen = HashSet::new();
-                    let mut accepted = 0u64;
-                    let mut results = Vec::with_capacity(batch.len());
-                    for (request, encoded) in batch.iter().zip(&prepared) {
-                        let mut appended = Vec::with_capacity(encoded.len());
-                        for (event, p) in request.events.iter().zip(encoded) {
-                            let id = event.id.as_str();
-                            if !seen.insert(id) || events.get(id)?.is_some() {
-                                appended.push(Appended::Duplicate { id: id.to_owned() });
-                                continue;
-                            }
-                            events.insert(id, p.value.as_slice())?;
-                            pending.insert(&p.seq_key, id)?;
-                            by_time.insert(p.time_key.as_slice(), &[][..])?;
-                            accepted += 1;
-                            appended.push(Appended::Accepted { id: id.to_owned() });
+        let (results, accepted, total) = from_tx((&t.events, &t.log, &t.counters).transaction(
+            |(events, log, counters)| {
+                let mut seen = HashSet::new();
+                let mut accepted = 0u64;
+                let mut results = Vec::with_capacity(batch.len());
+                for (request, encoded) in batch.iter().zip(&prepared) {
+                    let mut appended = Vec::with_capacity(encoded.len());
+                    for (event, p) in request.events.iter().zip(encoded) {
+                        let id = event.id.as_str();
+                        if !seen.insert(id) || events.get(id)?.is_some() {
+                            appended.push(Appended::Duplicate { id: id.to_owned() });
+                            continue;
                         }
-                        results.push(appended);
+                        events.insert(id, p.value.as_slice())?;
+                        log.insert(&p.log_key, id)?;
+                        accepted += 1;
+                        appended.push(Appended::Accepted { id: id.to_owned() });
                     }
-                    let before = match counters.get(EVENTS_COUNTER)? {
-                        Some(v) => codec::decode_u64("events counter", &v)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                        None => 0,
-                    };
-                    let total = before + accepted;
-                    if accepted > 0 {
-                        counters.insert(EVENTS_COUNTER, &total.to_be_bytes())?;
-                    }
-                    Ok((results, accepted, total))
-                },
-            ),
-        )?;
+                    results.push(appended);
+                }
+                let before = match counters.get(EVENTS_COUNTER)? {
+                    Some(v) => codec::decode_u64("events counter", &v)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    None => 0,
+                };
+                let total = before + accepted;
+                if accepted > 0 {
+                    counters.insert(EVENTS_COUNTER, &total.to_be_bytes())?;
+                }
+                Ok((results, accepted, total))
+            },
+        ))?;
         let total_events: u64 = prepared.iter().map(|p| p.len() as u64).sum();
         let c = &self.counters;
         c.appended.fetch_add(accepted, Ordering::Relaxed);

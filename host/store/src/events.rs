@@ -1,5 +1,5 @@
 //! Reading events back and recording what the pipeline made of them: `get`, `pending`,
-//! `complete` (outcome + pending removal + queue item, in one transaction), and the
+//! `complete` (the outcome, with its queue item in one transaction), and the
 //! filtered listings `list` (newest first, paged) and `scan` (oldest first, streamed).
 //! It never inserts events; only the committer does, and it never rewrites one: an
 //! outcome goes into its own tree.
@@ -84,7 +84,7 @@ impl EventFilter {
                 .is_none_or(|f| e.feedback.kind() == f)
     }
 
-    /// The `by_time` key range for the time bounds, capped above by `before` (a cursor).
+    /// The `log` key range for the time bounds, capped above by `before` (a cursor).
     fn range(&self, before: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
         let lower = match self.from_ms {
             Some(ms) => Bound::Included(ms.to_be_bytes().to_vec()),
@@ -99,6 +99,10 @@ impl EventFilter {
         (lower, upper)
     }
 }
+
+/// Where an event sits in the arrival-ordered `log`: a cursor for [`Store::pending_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition(u128);
 
 /// One page of a newest-first listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -129,46 +133,88 @@ impl Store {
             .collect())
     }
 
-    /// Up to `limit` events stored but not yet processed, oldest first, after the one with
-    /// `pending` key `after` (exclusive; `None` = from the start), as `(key, id)`. Lets a
-    /// caller walk a backlog of millions a page at a time instead of listing it whole.
-    pub fn pending_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>> {
+    /// Up to `limit` events stored but not yet processed, oldest first, after position
+    /// `after` (exclusive; `None` = from the start), with their positions. Lets a caller
+    /// walk a backlog of millions a page at a time instead of listing it whole. A walk from
+    /// the start also moves the pending watermark up to the first event it returns.
+    pub fn pending_page(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> Result<Vec<(LogPosition, String)>> {
+        let t = self.trees();
         let start = match after {
-            Some(seq) => Bound::Excluded(seq.to_be_bytes()),
-            None => Bound::Unbounded,
+            Some(LogPosition(p)) => p.saturating_add(1),
+            None => self.advance_watermark()?,
         };
-        self.trees()
-            .pending
-            .range::<[u8; 8], _>((start, Bound::Unbounded))
-            .take(limit)
-            .map(|entry| {
-                let (k, v) = entry?;
-                Ok((
-                    codec::decode_u64("pending key", &k)?,
-                    codec::decode_str("pending id", &v)?,
-                ))
-            })
-            .collect()
+        let mut page = Vec::new();
+        if limit == 0 {
+            return Ok(page);
+        }
+        for entry in t.log.range(start.to_be_bytes()..) {
+            let (k, id) = entry?;
+            if t.outcomes.contains_key(&id)? {
+                continue;
+            }
+            page.push((
+                LogPosition(codec::decode_log_key(&k)?),
+                codec::decode_str("log id", &id)?,
+            ));
+            if page.len() == limit {
+                break;
+            }
+        }
+        Ok(page)
     }
 
-    /// Records the pipeline's outcome for a pending event, atomically with removing it
-    /// from `pending` and queueing it for label/review routes. Does not flush: a lost
-    /// completion leaves the event pending, and it is processed again.
+    /// Moves the pending watermark past the processed events at the head of the `log` and
+    /// returns it. Each call walks only what was processed since the last one, so calling
+    /// it now and then keeps recovery after a restart short. Not flushed: a lost update
+    /// only means the next walk starts further back.
+    pub fn advance_watermark(&self) -> Result<u128> {
+        let t = self.trees();
+        let mut mark = self.watermark().lock();
+        let before = *mark;
+        for entry in t.log.range(before.to_be_bytes()..) {
+            let (k, id) = entry?;
+            if !t.outcomes.contains_key(&id)? {
+                break;
+            }
+            // Keys only grow, so nothing can be stored below the next one any more.
+            *mark = codec::decode_log_key(&k)?.saturating_add(1);
+        }
+        if *mark != before {
+            t.counters.insert(crate::WATERMARK, &mark.to_be_bytes())?;
+        }
+        Ok(*mark)
+    }
+
+    /// Records the pipeline's outcome for a pending event, atomically with queueing it
+    /// for label/review routes. Does not flush: a lost completion leaves the event
+    /// pending, and it is processed again.
     pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<Completion> {
         let mut done = self.complete_all(&[(id, outcome)])?;
         done.pop()
             .ok_or_else(|| StoreError::corrupt("complete_all returned no result"))
     }
 
-    /// [`Store::complete`] for many events in one transaction, which is what lets the
-    /// pipeline keep up with group-committed ingest: one commit per batch of outcomes
-    /// instead of one per event. All or nothing: if any event is unknown or names a
-    /// bad queue, nothing is recorded and the error is returned (complete them one by
-    /// one to find which). Results are in the order given; an id given twice is
-    /// `AlreadyProcessed` the second time.
+    /// [`Store::complete`] for many events, which is what lets the pipeline keep up with
+    /// group-committed ingest. The whole batch is checked first: if any event is unknown
+    /// or names a bad queue, nothing is recorded and the error is returned (complete them
+    /// one by one to find which). Each outcome is then recorded exactly once: with one
+    /// compare-and-swap when its route queues nothing (the common case, and the cheapest
+    /// write sled has), and otherwise in one transaction with the queue items of the batch.
+    /// Results are in the order given; an id given twice is `AlreadyProcessed` the second
+    /// time.
     pub fn complete_all(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
+        let t = self.trees();
         let mut prepared = Vec::with_capacity(items.len());
         for (id, outcome) in items {
+            if !t.events.contains_key(id)? {
+                return Err(StoreError::NotFound {
+                    id: (*id).to_owned(),
+                });
+            }
             let item = match outcome.route.queue() {
                 Some(target) => {
                     codec::check_name(&target.queue)?;
@@ -190,39 +236,45 @@ impl Store {
             };
             prepared.push((*id, codec::encode(outcome)?, item));
         }
-        let t = self.trees();
-        let done = from_tx(
-            (&t.events, &t.outcomes, &t.pending, &t.queue, &t.queue_depth).transaction(
-                |(events, outcomes, pending, queue, depth)| {
+        let mut done = vec![false; prepared.len()];
+        for (i, (id, outcome, item)) in prepared.iter().enumerate() {
+            if item.is_none() {
+                let swapped = t.outcomes.compare_and_swap(
+                    *id,
+                    None as Option<&[u8]>,
+                    Some(outcome.as_slice()),
+                )?;
+                done[i] = swapped.is_ok();
+            }
+        }
+        if prepared.iter().any(|(_, _, item)| item.is_some()) {
+            let queued = from_tx((&t.outcomes, &t.queue, &t.queue_depth).transaction(
+                |(outcomes, queue, depth)| {
                     let abort = ConflictableTransactionError::Abort;
-                    let mut done = Vec::with_capacity(prepared.len());
-                    for (id, outcome, item) in &prepared {
+                    let mut queued = Vec::new();
+                    for (i, (id, outcome, item)) in prepared.iter().enumerate() {
+                        let Some((item, key, value)) = item else {
+                            continue;
+                        };
                         if outcomes.get(id)?.is_some() {
-                            done.push(false);
                             continue;
                         }
-                        let Some(v) = events.get(id)? else {
-                            return Err(abort(StoreError::NotFound {
-                                id: (*id).to_owned(),
-                            }));
-                        };
-                        let seq = codec::event_seq(&v).map_err(abort)?;
                         outcomes.insert(*id, outcome.as_slice())?;
-                        pending.remove(&seq.to_be_bytes())?;
-                        if let Some((i, key, value)) = item {
-                            queue.insert(key.as_slice(), value.as_slice())?;
-                            let n = match depth.get(&i.queue)? {
-                                Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
-                                None => 0,
-                            };
-                            depth.insert(i.queue.as_str(), &(n + 1).to_be_bytes())?;
-                        }
-                        done.push(true);
+                        queue.insert(key.as_slice(), value.as_slice())?;
+                        let n = match depth.get(&item.queue)? {
+                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                            None => 0,
+                        };
+                        depth.insert(item.queue.as_str(), &(n + 1).to_be_bytes())?;
+                        queued.push(i);
                     }
-                    Ok(done)
+                    Ok(queued)
                 },
-            ),
-        )?;
+            ))?;
+            for i in queued {
+                done[i] = true;
+            }
+        }
         Ok(done
             .into_iter()
             .zip(prepared)
@@ -254,9 +306,9 @@ impl Store {
             });
         }
         let t = self.trees();
-        for entry in t.by_time.range(filter.range(before)).rev() {
-            let (key, _) = entry?;
-            let record = load(t, &key)?;
+        for entry in t.log.range(filter.range(before)).rev() {
+            let (key, id) = entry?;
+            let record = load(t, &id)?;
             if filter.matches(&record) {
                 events.push(record);
                 if events.len() == limit {
@@ -282,7 +334,7 @@ impl Store {
         Scan {
             error: filter.validate().err(),
             done: false,
-            keys: self.trees().by_time.range(filter.range(None)),
+            keys: self.trees().log.range(filter.range(None)),
             trees: self.trees().clone(),
             filter: filter.clone(),
         }
@@ -312,7 +364,7 @@ impl Iterator for Scan {
         for entry in self.keys.by_ref() {
             match entry
                 .map_err(StoreError::from)
-                .and_then(|(key, _)| load(&self.trees, &key))
+                .and_then(|(_, id)| load(&self.trees, &id))
             {
                 Ok(r) if !self.filter.matches(&r) => continue,
                 Ok(r) => return Some(Ok(r)),
@@ -327,9 +379,9 @@ impl Iterator for Scan {
     }
 }
 
-/// The event a `by_time` key points at; a dangling key means the trees disagree.
-fn load(trees: &Trees, time_key: &[u8]) -> Result<EventRecord> {
-    let id = codec::id_of_time_key(time_key)?;
+/// The event a `log` entry names; a dangling entry means the trees disagree.
+fn load(trees: &Trees, id: &[u8]) -> Result<EventRecord> {
+    let id = codec::decode_str("log id", id)?;
     match trees.events.get(&id)? {
         Some(v) => record(&trees.outcomes, &id, &v),
         None => Err(StoreError::corrupt(format!(

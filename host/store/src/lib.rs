@@ -9,9 +9,8 @@
 //! |---------------|-------------------------------------------------------|---------------------------|
 //! | `events`      | event id                                              | `seq` ++ `{event,reviews?}` |
 //! | `outcomes`    | event id                                              | `Outcome`, once processed |
-//! | `pending`     | `seq` (arrival order)                                 | event id                  |
-//! | `by_time`     | `received_at` ++ event id                             | empty                     |
-//! | `counters`    | `"events"`                                            | `u64`: events stored      |
+//! | `log`         | `received_at` ++ `seq` (arrival order)                | event id                  |
+//! | `counters`    | `"events"`, `"pending_watermark"`                     | `u64`; `u128`: see below  |
 //! | `queue`       | queue `\0` (255 − priority) `created_at` item id      | `QueueItem` (not done yet) |
 //! | `queue_depth` | queue                                                 | `u64`: items stored pending |
 //! | `queue_done`  | queue                                                 | `u64`: items done         |
@@ -23,8 +22,17 @@
 //! | `meta/<name>` | caller's key                                          | caller's bytes            |
 //!
 //! Every write that spans trees is one sled transaction, so a crash never leaves an event
-//! without its `pending`/`by_time` entries, a processed event without its queue item, or
-//! a review on an item but not on its event.
+//! without its `log` entry, a processed event without its queue item, or a review on an
+//! item but not on its event.
+//!
+//! An event is pending while it has no outcome. The `log` is both the time index for
+//! listings and the backlog: the committer gives every event a key above all existing
+//! ones, and the `pending_watermark` counter marks the point below which every event is
+//! known to be processed, so recovery walks only the tail. Recording an outcome is one
+//! write (a compare-and-swap for routes without a queue item): this layout replaced a
+//! `pending` tree (one more insert per append and one more delete per outcome) and a
+//! `by_time` tree, which cost about a fifth of the server's CPU per event under load.
+//! Stores in the old layout are converted at open.
 
 mod codec;
 mod committer;
@@ -43,7 +51,7 @@ use serde::Serialize;
 
 pub use committer::Appended;
 pub use error::{KvError, Result, StoreError};
-pub use events::{Completion, EventFilter, Page};
+pub use events::{Completion, EventFilter, LogPosition, Page};
 pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
 
 use committer::Request;
@@ -103,8 +111,7 @@ pub(crate) struct Counters {
 pub(crate) struct Trees {
     events: sled::Tree,
     outcomes: sled::Tree,
-    pending: sled::Tree,
-    by_time: sled::Tree,
+    log: sled::Tree,
     counters: sled::Tree,
     queue: sled::Tree,
     queue_depth: sled::Tree,
@@ -117,6 +124,8 @@ pub(crate) struct Trees {
 }
 
 const EVENTS_COUNTER: &[u8] = b"events";
+/// The `log` key (as a number) below which every event has an outcome.
+const WATERMARK: &[u8] = b"pending_watermark";
 
 /// A handle on the store. Cheap to clone; the last handle dropped stops the committer
 /// (after a final flush) and closes the database.
@@ -131,6 +140,8 @@ struct Inner {
     counters: Arc<Counters>,
     /// Monotonic within a millisecond, so queue items created together keep their order.
     ulids: parking_lot::Mutex<ulid::Generator>,
+    /// The pending watermark (see the layout notes); only ever moves up.
+    watermark: parking_lot::Mutex<u128>,
     /// `None` only while dropping, so the committer sees the channel close.
     requests: Option<crossbeam_channel::Sender<Request>>,
     committer: Option<JoinHandle<()>>,
@@ -147,8 +158,7 @@ impl Store {
         let trees = Trees {
             events: db.open_tree("events")?,
             outcomes: db.open_tree("outcomes")?,
-            pending: db.open_tree("pending")?,
-            by_time: db.open_tree("by_time")?,
+            log: db.open_tree("log")?,
             counters: db.open_tree("counters")?,
             queue: db.open_tree("queue")?,
             queue_depth: db.open_tree("queue_depth")?,
@@ -165,9 +175,19 @@ impl Store {
             None => 0,
         };
         counters.events.store(stored, Ordering::Relaxed);
-        let next_seq = match trees.pending.last()? {
-            Some((k, _)) => codec::decode_u64("pending key", &k)?.saturating_add(1),
+        let max_seq = migrate_v1(&db, &trees)?;
+        let watermark = match trees.counters.get(WATERMARK)? {
+            Some(v) => codec::decode_log_key(&v)?,
             None => 0,
+        };
+        let (last_time, next_seq) = match trees.log.last()? {
+            Some((k, _)) => {
+                let key = codec::decode_log_key(&k)?;
+                #[allow(clippy::cast_possible_truncation)] // the high and low halves
+                let (time, seq) = ((key >> 64) as u64, key as u64);
+                (time, seq.max(max_seq).saturating_add(1))
+            }
+            None => (0, 0),
         };
         let (tx, rx) = crossbeam_channel::bounded(opts.max_waiting_appends.max(1));
         let committer = committer::Committer {
@@ -176,6 +196,7 @@ impl Store {
             counters: counters.clone(),
             durable: opts.durable,
             next_seq,
+            last_time,
         };
         let handle = std::thread::Builder::new()
             .name("flywheel-store-committer".into())
@@ -187,6 +208,7 @@ impl Store {
                 trees,
                 counters,
                 ulids: parking_lot::Mutex::new(ulid::Generator::new()),
+                watermark: parking_lot::Mutex::new(watermark),
                 requests: Some(tx),
                 committer: Some(handle),
             }),
@@ -230,6 +252,51 @@ impl Store {
     pub(crate) fn db(&self) -> &sled::Db {
         &self.inner.db
     }
+
+    pub(crate) fn watermark(&self) -> &parking_lot::Mutex<u128> {
+        &self.inner.watermark
+    }
+}
+
+/// Converts a store from the first layout (`pending` keyed by `seq`, `by_time` keyed by
+/// `received_at` ++ id) to the `log`, and returns the highest `seq` it saw (0 if there was
+/// nothing to convert). Safe to repeat: a crash part-way leaves the old trees in place,
+/// and the next open converts again, writing the same keys.
+fn migrate_v1(db: &sled::Db, trees: &Trees) -> Result<u64> {
+    let names = db.tree_names();
+    if !names.iter().any(|n| n.as_ref() == b"by_time") {
+        return Ok(0);
+    }
+    let by_time = db.open_tree("by_time")?;
+    let mut max_seq = 0u64;
+    let mut converted = 0usize;
+    for entry in by_time.iter() {
+        let (key, _) = entry?;
+        let (time, id) = match (key.get(..8), key.get(8..)) {
+            (Some(t), Some(id)) => (codec::decode_u64("time index key", t)?, id),
+            _ => return Err(StoreError::corrupt("time index key: too short")),
+        };
+        let Some(value) = trees.events.get(id)? else {
+            continue;
+        };
+        let seq = codec::event_seq(&value)?;
+        max_seq = max_seq.max(seq);
+        trees.log.insert(codec::log_key(time, seq), id)?;
+        converted += 1;
+    }
+    // Nothing is known processed in the converted log yet: recovery walks it once.
+    trees.counters.remove(WATERMARK)?;
+    db.flush()?;
+    db.drop_tree("by_time")?;
+    if names.iter().any(|n| n.as_ref() == b"pending") {
+        db.drop_tree("pending")?;
+    }
+    db.flush()?;
+    tracing::info!(
+        events = converted,
+        "converted the store to the event log layout"
+    );
+    Ok(max_seq)
 }
 
 impl Drop for Inner {

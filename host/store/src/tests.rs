@@ -373,6 +373,125 @@ fn pending_pages_walk_the_backlog_in_order() {
     assert_eq!(store.pending().unwrap(), expected);
 }
 
+#[test]
+fn arrival_time_never_goes_back_so_the_log_only_grows() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Stamped out of order (a slow request, a clock step): stored in commit order.
+    store.append(vec![event("late", 500)]).unwrap();
+    store.append(vec![event("early", 100)]).unwrap();
+    assert_eq!(store.get("early").unwrap().unwrap().event.received_at, 500);
+    assert_eq!(store.pending().unwrap(), ["late", "early"]);
+    let page = store.list(&EventFilter::default(), None, 10).unwrap();
+    let newest_first: Vec<_> = page.events.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(newest_first, ["early", "late"]);
+}
+
+#[test]
+fn the_pending_watermark_moves_past_processed_events_and_survives_reopen() {
+    let dir = TempDir::new().unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("w{i}")).collect();
+    {
+        let store = open(&dir);
+        store
+            .append(ids.iter().map(|id| event(id, 10)).collect())
+            .unwrap();
+        assert_eq!(store.advance_watermark().unwrap(), 0);
+        for id in ["w0", "w1", "w3"] {
+            store.complete(id, &outcome(Route::Accept)).unwrap();
+        }
+        // Up to w2, the first event still pending; w3 is processed but behind it.
+        let mark = store.advance_watermark().unwrap();
+        assert!(mark > 0);
+        assert_eq!(store.pending().unwrap(), ["w2", "w4", "w5"]);
+        store.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.pending().unwrap(), ["w2", "w4", "w5"]);
+    for id in ["w2", "w4", "w5"] {
+        store.complete(id, &outcome(Route::Accept)).unwrap();
+    }
+    assert!(store.pending().unwrap().is_empty());
+    // Everything is behind the watermark now; what comes next is still found.
+    store.append(vec![event("next", 1)]).unwrap();
+    assert_eq!(store.pending().unwrap(), ["next"]);
+    assert_eq!(
+        store
+            .list(&EventFilter::default(), None, 100)
+            .unwrap()
+            .events
+            .len(),
+        7
+    );
+}
+
+#[test]
+fn a_store_in_the_first_layout_is_converted_at_open() {
+    let dir = TempDir::new().unwrap();
+    // Written the way the first layout did: `pending` by seq, `by_time` by time ++ id.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let (events, outcomes) = (
+            db.open_tree("events").unwrap(),
+            db.open_tree("outcomes").unwrap(),
+        );
+        let (pending, by_time) = (
+            db.open_tree("pending").unwrap(),
+            db.open_tree("by_time").unwrap(),
+        );
+        let counters = db.open_tree("counters").unwrap();
+        // Arrival times not in seq order, as the first layout allowed.
+        for (seq, (id, at)) in [("old-a", 300u64), ("old-b", 100), ("old-c", 200)]
+            .iter()
+            .enumerate()
+        {
+            let seq = seq as u64;
+            events
+                .insert(id, codec::encode_event(seq, &event(id, *at), &[]).unwrap())
+                .unwrap();
+            let mut time_key = at.to_be_bytes().to_vec();
+            time_key.extend_from_slice(id.as_bytes());
+            by_time.insert(time_key, &[][..]).unwrap();
+            if *id == "old-b" {
+                outcomes
+                    .insert(id, codec::encode(&outcome(Route::Accept)).unwrap())
+                    .unwrap();
+            } else {
+                pending.insert(seq.to_be_bytes(), id.as_bytes()).unwrap();
+            }
+        }
+        counters
+            .insert(EVENTS_COUNTER, &3u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = open(&dir);
+        assert_eq!(store.count(), 3);
+        // Oldest arrival first.
+        assert_eq!(store.pending().unwrap(), ["old-c", "old-a"]);
+        let page = store.list(&EventFilter::default(), None, 10).unwrap();
+        let newest_first: Vec<_> = page.events.iter().map(|r| r.event.id.as_str()).collect();
+        assert_eq!(newest_first, ["old-a", "old-c", "old-b"]);
+        store.append(vec![event("new", 50)]).unwrap();
+        assert_eq!(store.pending().unwrap(), ["old-c", "old-a", "new"]);
+        assert_eq!(
+            store.complete("old-b", &outcome(Route::Accept)).unwrap(),
+            Completion::AlreadyProcessed
+        );
+        let names = store.db().tree_names();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.as_ref() == b"by_time" || n.as_ref() == b"pending")
+        );
+    }
+    // Converted once: a second open finds the new layout and the same state.
+    let store = open(&dir);
+    assert_eq!(store.pending().unwrap(), ["old-c", "old-a", "new"]);
+    assert_eq!(store.count(), 4);
+}
+
 /// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.
 fn seeded() -> (TempDir, Store) {
     let dir = TempDir::new().unwrap();
