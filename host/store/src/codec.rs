@@ -2,7 +2,10 @@
 //! event, and JSON encode/decode helpers that turn bad bytes into `StoreError::Corrupt`.
 //! It owns the byte formats only; it never opens trees or decides what to write.
 
-use flywheel_model::{Correction, Event, EventRecord, EventStatus, Outcome, Review};
+use flywheel_model::{
+    CallError, CallRecord, Correction, Event, EventRecord, EventStatus, FailureMode, Outcome,
+    PluginKind, PluginRef, Review, Route, ScoreRecord, ShadowRun, Vote,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Result, StoreError};
@@ -66,6 +69,134 @@ pub(crate) fn event_seq(bytes: &[u8]) -> Result<u64> {
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<(u64, StoredEvent)> {
     let seq = event_seq(bytes)?;
     Ok((seq, decode("event", bytes.get(8..).unwrap_or_default())?))
+}
+
+/// An `outcomes` value: the `Outcome` as JSON, except that a call names its plugin by
+/// its index in `plugins` when it is listed there (always, for calls the pipeline
+/// makes). The API shows every call with its plugin's name, version and hash; storing
+/// them once per outcome instead of twice takes about a quarter off each outcome, and
+/// sled's cost per write grows with the bytes written. Values with full plugin refs in
+/// calls (written before this form) still decode.
+pub(crate) fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>> {
+    let calls = outcome
+        .calls
+        .iter()
+        .map(|c| CallRef {
+            plugin: match outcome.plugins.iter().position(|p| *p == c.plugin) {
+                Some(i) => PluginSlot::Index(i),
+                None => PluginSlot::Full(&c.plugin),
+            },
+            kind: c.kind,
+            duration_us: c.duration_us,
+            error: c.error.as_ref(),
+            failure_mode: c.failure_mode,
+        })
+        .collect();
+    encode(&OutcomeRef {
+        scores: &outcome.scores,
+        votes: &outcome.votes,
+        route: &outcome.route,
+        calls,
+        plugins: &outcome.plugins,
+        processed_at: outcome.processed_at,
+        shadow: &outcome.shadow,
+    })
+}
+
+/// An `outcomes` value back into the `Outcome` the API shows.
+pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome> {
+    let stored: StoredOutcome = decode("outcome", bytes)?;
+    let calls = stored
+        .calls
+        .into_iter()
+        .map(|c| {
+            let plugin = match c.plugin {
+                StoredSlot::Full(p) => p,
+                StoredSlot::Index(i) => stored.plugins.get(i).cloned().ok_or_else(|| {
+                    StoreError::corrupt(format!(
+                        "outcome: call names plugin {i} of {}",
+                        stored.plugins.len()
+                    ))
+                })?,
+            };
+            Ok(CallRecord {
+                plugin,
+                kind: c.kind,
+                duration_us: c.duration_us,
+                error: c.error,
+                failure_mode: c.failure_mode,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Outcome {
+        scores: stored.scores,
+        votes: stored.votes,
+        route: stored.route,
+        calls,
+        plugins: stored.plugins,
+        processed_at: stored.processed_at,
+        shadow: stored.shadow,
+    })
+}
+
+#[derive(Serialize)]
+struct OutcomeRef<'a> {
+    scores: &'a [ScoreRecord],
+    votes: &'a [Vote],
+    route: &'a Route,
+    calls: Vec<CallRef<'a>>,
+    plugins: &'a [PluginRef],
+    processed_at: u64,
+    #[serde(skip_serializing_if = "<[ShadowRun]>::is_empty")]
+    shadow: &'a [ShadowRun],
+}
+
+#[derive(Serialize)]
+struct CallRef<'a> {
+    plugin: PluginSlot<'a>,
+    kind: PluginKind,
+    duration_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a CallError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_mode: Option<FailureMode>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PluginSlot<'a> {
+    Index(usize),
+    Full(&'a PluginRef),
+}
+
+#[derive(Deserialize)]
+struct StoredOutcome {
+    scores: Vec<ScoreRecord>,
+    votes: Vec<Vote>,
+    route: Route,
+    calls: Vec<StoredCall>,
+    plugins: Vec<PluginRef>,
+    processed_at: u64,
+    #[serde(default)]
+    shadow: Vec<ShadowRun>,
+}
+
+#[derive(Deserialize)]
+struct StoredCall {
+    plugin: StoredSlot,
+    kind: PluginKind,
+    duration_us: u64,
+    #[serde(default)]
+    error: Option<CallError>,
+    #[serde(default)]
+    failure_mode: Option<FailureMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredSlot {
+    Index(usize),
+    Full(PluginRef),
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {

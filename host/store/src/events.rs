@@ -234,7 +234,7 @@ impl Store {
                 }
                 None => None,
             };
-            prepared.push((*id, codec::encode(outcome)?, item));
+            prepared.push((*id, codec::encode_outcome(outcome)?, item));
         }
         let mut done = vec![false; prepared.len()];
         for (i, (id, outcome, item)) in prepared.iter().enumerate() {
@@ -394,7 +394,7 @@ fn load(trees: &Trees, id: &[u8]) -> Result<EventRecord> {
 fn record(outcomes: &sled::Tree, id: &str, value: &[u8]) -> Result<EventRecord> {
     let (_, stored) = codec::decode_event(value)?;
     let outcome = match outcomes.get(id)? {
-        Some(o) => Some(codec::decode::<Outcome>("outcome", &o)?),
+        Some(o) => Some(codec::decode_outcome(&o)?),
         None => None,
     };
     Ok(stored.into_record(outcome))

@@ -492,6 +492,62 @@ fn a_store_in_the_first_layout_is_converted_at_open() {
     assert_eq!(store.count(), 4);
 }
 
+#[test]
+fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
+    use flywheel_model::{CallError, CallRecord, ErrorClass, FailureMode, PluginKind, PluginRef};
+    let plugin = |name: &str| PluginRef {
+        name: name.into(),
+        version: "1.0.0".into(),
+        hash: name.repeat(64 / name.len() + 1)[..64].to_owned(),
+    };
+    let mut o = outcome(Route::Accept);
+    o.plugins = vec![plugin("scorer"), plugin("router")];
+    o.calls = vec![
+        CallRecord {
+            plugin: plugin("scorer"),
+            kind: PluginKind::Scorer,
+            duration_us: 12,
+            error: None,
+            failure_mode: None,
+        },
+        CallRecord {
+            plugin: plugin("router"),
+            kind: PluginKind::Router,
+            duration_us: 40,
+            error: Some(CallError {
+                class: ErrorClass::Trap,
+                message: "unreachable".into(),
+            }),
+            failure_mode: Some(FailureMode::FailOpen),
+        },
+        // A call whose plugin is not in `plugins` keeps its full reference.
+        CallRecord {
+            plugin: plugin("other"),
+            kind: PluginKind::Scorer,
+            duration_us: 3,
+            error: None,
+            failure_mode: None,
+        },
+    ];
+    let compact = codec::encode_outcome(&o).unwrap();
+    let full = codec::encode(&o).unwrap();
+    assert!(
+        compact.len() + 2 * 64 < full.len(),
+        "{} vs {}",
+        compact.len(),
+        full.len()
+    );
+    assert_eq!(codec::decode_outcome(&compact).unwrap(), o);
+    assert_eq!(codec::decode_outcome(&full).unwrap(), o);
+    assert!(codec::decode_outcome(br#"{"scores":[],"votes":[],"route":{"action":"accept"},"calls":[{"plugin":5,"kind":"scorer","duration_us":1}],"plugins":[],"processed_at":1}"#).is_err());
+
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(vec![event("c", 1)]).unwrap();
+    store.complete("c", &o).unwrap();
+    assert_eq!(store.get("c").unwrap().unwrap().outcome, Some(o));
+}
+
 /// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.
 fn seeded() -> (TempDir, Store) {
     let dir = TempDir::new().unwrap();
