@@ -621,15 +621,24 @@ fn worker(shared: &Shared, rx: &Receiver<Job>) {
                 next = rx.try_recv().ok();
             }
         }
-        complete_batch(shared, &mut batch);
+        // Behind (a full batch, or more waiting): one transaction for the batch, so the
+        // worker is not queued behind the committer once per event. Keeping up: one
+        // compare-and-swap per event, which costs less.
+        let behind = batch.len() >= MAX_COMPLETE_BATCH || !rx.is_empty();
+        complete_batch(shared, &mut batch, behind);
     }
 }
 
 /// Store a batch of decided events; errors are logged in `finish` and the events stay
 /// pending for the sweeper.
-fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>) {
+fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>, behind: bool) {
     let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
-    match shared.store.complete_all(&items) {
+    let recorded = if behind {
+        shared.store.complete_all(&items)
+    } else {
+        shared.store.complete_each(&items)
+    };
+    match recorded {
         Ok(done) if done.len() == batch.len() => {
             // Recorded: these events are out of the workers' hands, and a sweep would now
             // find their outcomes and skip them.

@@ -193,20 +193,37 @@ impl Store {
     /// for label/review routes. Does not flush: a lost completion leaves the event
     /// pending, and it is processed again.
     pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<Completion> {
-        let mut done = self.complete_all(&[(id, outcome)])?;
+        let mut done = self.complete_each(&[(id, outcome)])?;
         done.pop()
-            .ok_or_else(|| StoreError::corrupt("complete_all returned no result"))
+            .ok_or_else(|| StoreError::corrupt("complete_each returned no result"))
     }
 
-    /// [`Store::complete`] for many events, which is what lets the pipeline keep up with
-    /// group-committed ingest. The whole batch is checked first: if any event is unknown
-    /// or names a bad queue, nothing is recorded and the error is returned (complete them
-    /// one by one to find which). Each outcome is then recorded exactly once: with one
-    /// compare-and-swap when its route queues nothing (the common case, and the cheapest
-    /// write sled has), and otherwise in one transaction with the queue items of the batch.
-    /// Results are in the order given; an id given twice is `AlreadyProcessed` the second
-    /// time.
+    /// [`Store::complete`] for many events in one transaction, which is what lets the
+    /// pipeline keep up with group-committed ingest when it is behind: sled's write lock
+    /// is taken once per batch, where one compare-and-swap per event would each wait
+    /// behind the committer's transactions (under batch overload the pipeline then fell to
+    /// a third of the acknowledged rate, even with no plugins). The whole batch is checked
+    /// first: if any event is unknown or names a bad queue, nothing is recorded and the
+    /// error is returned (complete them one by one to find which). Each event's outcome is
+    /// recorded once. Results are in the order given; an id given twice is
+    /// `AlreadyProcessed` the second time.
     pub fn complete_all(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
+        self.record_outcomes(items, items.len() > 1)
+    }
+
+    /// [`Store::complete_all`] with one compare-and-swap per outcome that queues nothing
+    /// (those that do still share one transaction): about 40 % cheaper per event than the
+    /// transaction while nothing else contends for sled's write lock, i.e. while the
+    /// pipeline keeps up. Checked first in the same way; each outcome is recorded once.
+    pub fn complete_each(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
+        // The swaps run before the transaction, so an id given twice would not be decided
+        // in the order given; such a batch (never the pipeline's) takes the transaction.
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let repeated = !items.iter().all(|(id, _)| seen.insert(*id));
+        self.record_outcomes(items, repeated && items.len() > 1)
+    }
+
+    fn record_outcomes(&self, items: &[(&str, &Outcome)], one_tx: bool) -> Result<Vec<Completion>> {
         let t = self.trees();
         let mut prepared = Vec::with_capacity(items.len());
         for (id, outcome) in items {
@@ -237,41 +254,45 @@ impl Store {
             prepared.push((*id, codec::encode_outcome(outcome)?, item));
         }
         let mut done = vec![false; prepared.len()];
-        for (i, (id, outcome, item)) in prepared.iter().enumerate() {
-            if item.is_none() {
-                let swapped = t.outcomes.compare_and_swap(
-                    *id,
-                    None as Option<&[u8]>,
-                    Some(outcome.as_slice()),
-                )?;
-                done[i] = swapped.is_ok();
+        if !one_tx {
+            for (i, (id, outcome, item)) in prepared.iter().enumerate() {
+                if item.is_none() {
+                    let swapped = t.outcomes.compare_and_swap(
+                        *id,
+                        None as Option<&[u8]>,
+                        Some(outcome.as_slice()),
+                    )?;
+                    done[i] = swapped.is_ok();
+                }
             }
         }
-        if prepared.iter().any(|(_, _, item)| item.is_some()) {
-            let queued = from_tx((&t.outcomes, &t.queue, &t.queue_depth).transaction(
+        if one_tx || prepared.iter().any(|p| p.2.is_some()) {
+            let recorded = from_tx((&t.outcomes, &t.queue, &t.queue_depth).transaction(
                 |(outcomes, queue, depth)| {
                     let abort = ConflictableTransactionError::Abort;
-                    let mut queued = Vec::new();
+                    let mut recorded = Vec::new();
                     for (i, (id, outcome, item)) in prepared.iter().enumerate() {
-                        let Some((item, key, value)) = item else {
-                            continue;
-                        };
+                        if !one_tx && item.is_none() {
+                            continue; // recorded above
+                        }
                         if outcomes.get(id)?.is_some() {
                             continue;
                         }
                         outcomes.insert(*id, outcome.as_slice())?;
-                        queue.insert(key.as_slice(), value.as_slice())?;
-                        let n = match depth.get(&item.queue)? {
-                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
-                            None => 0,
-                        };
-                        depth.insert(item.queue.as_str(), &(n + 1).to_be_bytes())?;
-                        queued.push(i);
+                        if let Some((item, key, value)) = item {
+                            queue.insert(key.as_slice(), value.as_slice())?;
+                            let n = match depth.get(&item.queue)? {
+                                Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                                None => 0,
+                            };
+                            depth.insert(item.queue.as_str(), &(n + 1).to_be_bytes())?;
+                        }
+                        recorded.push(i);
                     }
-                    Ok(queued)
+                    Ok(recorded)
                 },
             ))?;
-            for i in queued {
+            for i in recorded {
                 done[i] = true;
             }
         }

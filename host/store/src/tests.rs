@@ -349,6 +349,42 @@ fn complete_all_is_one_transaction_and_survives_reopen() {
 }
 
 #[test]
+fn complete_each_records_once_and_queues_like_complete_all() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids = ["a", "b", "c"];
+    store
+        .append(ids.iter().map(|id| event(id, 10)).collect())
+        .unwrap();
+    let accept = outcome(Route::Accept);
+    let label = outcome(Route::Label(target("q", 10)));
+    assert!(matches!(
+        store.complete_each(&[("a", &accept), ("nope", &accept)]),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.pending().unwrap(), ids);
+    let done = store
+        .complete_each(&[("a", &accept), ("b", &label), ("a", &label), ("b", &accept)])
+        .unwrap();
+    assert_eq!(done[0], Completion::Completed { queue_item: None });
+    assert!(matches!(
+        &done[1],
+        Completion::Completed { queue_item: Some(i) } if i.event_id == "b"
+    ));
+    assert_eq!(done[2], Completion::AlreadyProcessed);
+    assert_eq!(done[3], Completion::AlreadyProcessed);
+    assert_eq!(store.pending().unwrap(), ["c"]);
+    assert_eq!(
+        store.queue_depths().unwrap(),
+        BTreeMap::from([("q".into(), 1)])
+    );
+    assert_eq!(
+        store.get("a").unwrap().unwrap().outcome.map(|o| o.route),
+        Some(Route::Accept)
+    );
+}
+
+#[test]
 fn pending_pages_walk_the_backlog_in_order() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
