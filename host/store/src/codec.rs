@@ -49,9 +49,9 @@ impl StoredEvent {
     }
 }
 
-/// An `events` value: `seq` (big-endian, the event's key in `pending`) then the JSON
-/// of the event and its reviews. The binary prefix lets `complete` find the `pending`
-/// entry without parsing the event.
+/// An `events` value: `seq` (big-endian, the low half of the event's `log` key) then the
+/// JSON of the event and its reviews. The prefix lets the conversion from the first
+/// layout rebuild `log` keys without parsing events.
 pub(crate) fn encode_event(seq: u64, event: &Event, reviews: &[Review]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&seq.to_be_bytes());

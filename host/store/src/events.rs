@@ -220,7 +220,7 @@ impl Store {
         // in the order given; such a batch (never the pipeline's) takes the transaction.
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         let repeated = !items.iter().all(|(id, _)| seen.insert(*id));
-        self.record_outcomes(items, repeated && items.len() > 1)
+        self.record_outcomes(items, repeated)
     }
 
     fn record_outcomes(&self, items: &[(&str, &Outcome)], one_tx: bool) -> Result<Vec<Completion>> {
