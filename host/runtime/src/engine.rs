@@ -81,6 +81,11 @@ fn base_config() -> Config {
     config.epoch_interruption(true);
     config.cranelift_opt_level(OptLevel::Speed);
     config.parallel_compilation(true);
+    // For profiling guests: `FLYWHEEL_PERFMAP=1` writes /tmp/perf-<pid>.map so that
+    // `perf report` names the functions of compiled plugins (build them unstripped).
+    if std::env::var_os("FLYWHEEL_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -107,3 +107,76 @@ pub fn split_list(raw: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A value a plugin derives from its config (parsed numbers, lists, a
+/// compiled lexicon), worked out once per instance and shared by its calls.
+///
+/// Why: a plugin version's config cannot change while an instance of it
+/// lives, and parsing it again on every call (a float parse, a split list,
+/// a dozen allocations) cost more than some plugins' own logic. Keep one in
+/// a `thread_local!` (a guest has one thread; native tests get one per
+/// test):
+///
+/// ```
+/// use flywheel_plugin::config;
+///
+/// struct Settings { budget: u64 }
+///
+/// thread_local! {
+///     static SETTINGS: config::Memo<Settings> = const { config::Memo::new() };
+/// }
+///
+/// fn settings() -> std::rc::Rc<Settings> {
+///     SETTINGS.with(|m| m.get_or_init(|| Settings { budget: config::get_u64("max-words", 120) }))
+/// }
+/// # flywheel_plugin::testing::set_config(&[("max-words", "80")]);
+/// # assert_eq!(settings().budget, 80);
+/// # flywheel_plugin::testing::set_config(&[("max-words", "90")]);
+/// # assert_eq!(settings().budget, 90);
+/// ```
+///
+/// In native tests the value is worked out again whenever
+/// [`testing::set_config`](crate::testing::set_config) has changed this
+/// thread's config since.
+pub struct Memo<T> {
+    cell: std::cell::RefCell<Option<(u64, std::rc::Rc<T>)>>,
+}
+
+impl<T> Memo<T> {
+    /// An empty memo.
+    pub const fn new() -> Self {
+        Memo {
+            cell: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The memoised value, computed with `init` the first time (or, natively,
+    /// the first time since the config changed).
+    pub fn get_or_init(&self, init: impl FnOnce() -> T) -> std::rc::Rc<T> {
+        let generation = generation();
+        if let Some((g, v)) = &*self.cell.borrow()
+            && *g == generation
+        {
+            return v.clone();
+        }
+        // `init` runs with no borrow held: it may log, or read other memos.
+        let value = std::rc::Rc::new(init());
+        *self.cell.borrow_mut() = Some((generation, value.clone()));
+        value
+    }
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which version of the config this is: always 0 in a guest (its config is
+/// fixed), bumped natively by every `testing::set_config`.
+fn generation() -> u64 {
+    #[cfg(target_family = "wasm")]
+    return 0;
+    #[cfg(not(target_family = "wasm"))]
+    return crate::testing::config_generation();
+}

@@ -15,6 +15,8 @@ pub const MAX_KEY_BYTES: usize = 256;
 #[derive(Default)]
 struct State {
     config: BTreeMap<String, String>,
+    /// Bumped on every config change, so `config::Memo` values are worked out again.
+    config_generation: u64,
     kv: BTreeMap<String, Vec<u8>>,
     kv_quota: Option<u64>,
     logs: Vec<(Level, String)>,
@@ -29,6 +31,7 @@ thread_local! {
 /// Why replace rather than merge: each test states its whole config.
 pub fn set_config(entries: &[(&str, &str)]) {
     STATE.with_borrow_mut(|s| {
+        s.config_generation += 1;
         s.config = entries
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -54,7 +57,16 @@ pub fn take_logs() -> Vec<(Level, String)> {
 
 /// Clear config, kv, quota and logs on this thread.
 pub fn reset() {
-    STATE.with_borrow_mut(|s| *s = State::default());
+    STATE.with_borrow_mut(|s| {
+        *s = State {
+            config_generation: s.config_generation + 1,
+            ..State::default()
+        }
+    });
+}
+
+pub(crate) fn config_generation() -> u64 {
+    STATE.with_borrow(|s| s.config_generation)
 }
 
 pub(crate) fn fake_log(level: Level, message: &str) {

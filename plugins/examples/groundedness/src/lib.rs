@@ -29,9 +29,14 @@ pub struct Groundedness;
 
 impl Scorer for Groundedness {
     fn score(event: Event) -> Result<Vec<Score>, String> {
-        let settings = Settings::from_config();
+        let settings = SETTINGS.with(|m| m.get_or_init(Settings::from_config));
         Ok(assess(&event, &settings).into_iter().collect())
     }
+}
+
+thread_local! {
+    /// The config, parsed once per instance.
+    static SETTINGS: config::Memo<Settings> = const { config::Memo::new() };
 }
 
 flywheel_plugin::export_scorer!(Groundedness);
@@ -130,21 +135,24 @@ pub fn assess(event: &Event, settings: &Settings) -> Option<Score> {
 /// Compare the answer with the context (and, for numbers and names, the
 /// input).
 pub fn find(event: &Event) -> Findings<'_> {
-    let mut context_words = TokenSet::new();
-    context_words.extend_mapped_all(event.context.iter().map(String::as_str), text::light_stem);
+    // Words are compared by the hash of their lower-cased light stem
+    // (`text::stem_hash`): no lower-cased copy of any word is made.
+    let context_len: usize = event.context.iter().map(String::len).sum();
+    let mut context_words = TokenSet::with_capacity(context_len / 5);
+    context_words.extend_stems(event.context.iter().map(String::as_str));
     let mut context_numbers: Vec<Number<'_>> = Vec::new();
     for passage in &event.context {
         context_numbers.extend(text::numbers(passage));
     }
     context_numbers.extend(text::numbers(&event.input));
-    let mut input_words = TokenSet::new();
-    input_words.extend_mapped(&event.input, text::light_stem);
+    let mut input_words = TokenSet::with_capacity(event.input.len() / 5);
+    input_words.extend_stems([event.input.as_str()]);
 
     let mut content_words = 0;
     let mut supported_words = 0;
-    for word in text::content_words(&event.output) {
+    for word in text::raw_words(&event.output).filter(|w| text::is_content_word(w)) {
         content_words += 1;
-        if context_words.contains(text::light_stem(&word)) {
+        if context_words.contains_stem(word) {
             supported_words += 1;
         }
     }
@@ -161,9 +169,9 @@ pub fn find(event: &Event) -> Findings<'_> {
 
     let mut unsupported_names: Vec<&str> = Vec::new();
     for name in text::names(&event.output) {
-        let supported = text::words(name).all(|w| {
-            let stem = text::light_stem(&w);
-            context_words.contains(stem) || input_words.contains(stem)
+        let supported = text::raw_words(name).all(|w| {
+            let stem = text::stem_hash(w);
+            context_words.contains_hash(stem) || input_words.contains_hash(stem)
         });
         if !supported && !unsupported_names.contains(&name) {
             unsupported_names.push(name);

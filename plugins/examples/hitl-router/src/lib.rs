@@ -47,8 +47,14 @@ pub struct HitlRouter;
 
 impl Router for HitlRouter {
     fn route(event: Event, scores: Vec<Score>) -> Result<Route, String> {
-        Ok(decide(&event, &scores, &Settings::from_config()))
+        let settings = SETTINGS.with(|m| m.get_or_init(Settings::from_config));
+        Ok(decide(&event, &scores, &settings))
     }
+}
+
+thread_local! {
+    /// The config, parsed once per instance.
+    static SETTINGS: config::Memo<Settings> = const { config::Memo::new() };
 }
 
 flywheel_plugin::export_router!(HitlRouter);

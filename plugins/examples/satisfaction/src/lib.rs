@@ -22,9 +22,14 @@ pub struct Satisfaction;
 
 impl Scorer for Satisfaction {
     fn score(event: Event) -> Result<Vec<Score>, String> {
-        let settings = Settings::from_config();
+        let settings = SETTINGS.with(|m| m.get_or_init(Settings::from_config));
         Ok(score_signal(&event.signal, &settings)?.into_iter().collect())
     }
+}
+
+thread_local! {
+    /// The config, parsed once per instance.
+    static SETTINGS: config::Memo<Settings> = const { config::Memo::new() };
 }
 
 flywheel_plugin::export_scorer!(Satisfaction);

@@ -25,9 +25,14 @@ pub struct Sensitive;
 
 impl Scorer for Sensitive {
     fn score(event: Event) -> Result<Vec<Score>, String> {
-        let settings = Settings::from_config();
+        let settings = SETTINGS.with(|m| m.get_or_init(Settings::from_config));
         Ok(vec![assess(&event, &settings)])
     }
+}
+
+thread_local! {
+    /// The config, parsed once per instance.
+    static SETTINGS: config::Memo<Settings> = const { config::Memo::new() };
 }
 
 flywheel_plugin::export_scorer!(Sensitive);
@@ -238,17 +243,13 @@ pub fn assess(event: &Event, settings: &Settings) -> Score {
             }
         }
     }
-    let output_lower = text::normalize(&event.output);
-    let input_lower = text::normalize(&event.input);
-    // Each text is indexed once for the ~80 cues of the lexicons.
-    let (output_index, input_index) = (
-        text::PhraseIndex::new(&output_lower),
-        text::PhraseIndex::new(&input_lower),
-    );
+    // Each text is matched once against every cue of every topic.
+    let lexicon = CueLexicon::get();
+    let (in_output, in_input) = (lexicon.find(&event.output), lexicon.find(&event.input));
     let mut topics: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for topic in &settings.topics {
-        let (w_out, mut cues) = topic_cues(topic, &output_index);
-        let (w_in, cues_in) = topic_cues(topic, &input_index);
+        let (w_out, mut cues) = in_output.topic(topic);
+        let (w_in, cues_in) = in_input.topic(topic);
         if w_out + settings.input_topic_weight * w_in >= 1.0 - 1e-9 {
             for c in cues_in {
                 if !cues.contains(&c) {
@@ -291,32 +292,136 @@ pub fn assess(event: &Event, settings: &Settings) -> Score {
         .with_reason(format!("Found {}.", parts.join("; ")))
 }
 
-/// The summed weight of `topic`'s cues in a normalised text (indexed once
-/// for all cues) and the cues that matched, in lexicon order. Dosages
-/// written as one word (`500mg`, `2.5ml`) count as a strong medical cue.
-pub fn topic_cues(topic: &Topic, index: &text::PhraseIndex<'_>) -> (f64, Vec<&'static str>) {
-    let mut weight = 0.0;
-    let mut found = Vec::new();
-    for &(cue, w) in topic.cues {
-        if index.has(cue) {
-            weight += w;
-            found.push(cue);
-        }
-    }
-    if topic.name == "medical" && has_glued_dosage(index.text()) {
-        weight += 1.0;
-        found.push("dosage");
-    }
-    (weight, found)
+/// Every cue of every built-in topic, compiled into one lexicon once per
+/// instance: a text is matched against all of them in one pass.
+struct CueLexicon {
+    lexicon: text::Lexicon,
+    /// For each lexicon entry: its topic (index into [`TOPICS`]), weight and cue.
+    cues: Vec<(usize, f64, &'static str)>,
 }
 
-fn has_glued_dosage(lower: &str) -> bool {
-    text::raw_words(lower).any(|w| {
-        ["mg", "mcg", "ml"].iter().any(|unit| {
-            w.strip_suffix(unit)
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+impl CueLexicon {
+    fn get() -> &'static CueLexicon {
+        static LEXICON: std::sync::OnceLock<CueLexicon> = std::sync::OnceLock::new();
+        LEXICON.get_or_init(|| {
+            let cues: Vec<(usize, f64, &'static str)> = TOPICS
+                .iter()
+                .enumerate()
+                .flat_map(|(t, topic)| topic.cues.iter().map(move |&(cue, w)| (t, w, cue)))
+                .collect();
+            CueLexicon {
+                lexicon: text::Lexicon::new(cues.iter().map(|c| c.2)),
+                cues,
+            }
         })
+    }
+
+    /// The cues found in `text`, for every topic.
+    fn find<'t>(&self, text: &'t str) -> CuesFound<'_, 't> {
+        CuesFound {
+            lexicon: self,
+            found: self.lexicon.find(text),
+            text,
+        }
+    }
+}
+
+/// What [`CueLexicon::find`] found in one text.
+struct CuesFound<'l, 't> {
+    lexicon: &'l CueLexicon,
+    found: text::LexiconMatches,
+    text: &'t str,
+}
+
+impl CuesFound<'_, '_> {
+    /// The summed weight of `topic`'s cues and the cues that matched, in
+    /// lexicon order. Dosages written as one word (`500mg`, `2.5ml`) count as
+    /// a strong medical cue.
+    fn topic(&self, topic: &Topic) -> (f64, Vec<&'static str>) {
+        let t = TOPICS.iter().position(|t| t.name == topic.name);
+        let mut weight = 0.0;
+        let mut found = Vec::new();
+        // Usually nothing or a cue or two was found: walk those, not every cue.
+        for i in self.found.iter() {
+            let (cue_topic, w, cue) = self.lexicon.cues[i];
+            if Some(cue_topic) == t {
+                weight += w;
+                found.push(cue);
+            }
+        }
+        if topic.name == "medical" && has_glued_dosage(self.text) {
+            weight += 1.0;
+            found.push("dosage");
+        }
+        (weight, found)
+    }
+}
+
+/// The summed weight of `topic`'s cues in `text` and the cues that matched,
+/// in lexicon order (see [`Topic`]). Dosages written as one word (`500mg`,
+/// `2.5ml`) count as a strong medical cue.
+pub fn topic_cues(topic: &Topic, text: &str) -> (f64, Vec<&'static str>) {
+    if TOPICS.iter().any(|t| t.name == topic.name) {
+        return CueLexicon::get().find(text).topic(topic);
+    }
+    let lexicon = text::Lexicon::new(topic.cues.iter().map(|(c, _)| *c));
+    let found = lexicon.find(text);
+    let mut weight = 0.0;
+    let mut cues = Vec::new();
+    for i in found.iter() {
+        weight += topic.cues[i].1;
+        cues.push(topic.cues[i].0);
+    }
+    (weight, cues)
+}
+
+/// Whether `text` has a word made of digits and a dose unit: `500mg`,
+/// `25mcg`, `10ml` (any case).
+fn has_glued_dosage(text: &str) -> bool {
+    let b = text.as_bytes();
+    // Units start with `m` right after a digit: look only there.
+    b.iter().enumerate().skip(1).any(|(i, &m)| {
+        if !(m == b'm' || m == b'M') || !b[i - 1].is_ascii_digit() {
+            return false;
+        }
+        let Some(unit) = [&b"mcg"[..], b"mg", b"ml"]
+            .into_iter()
+            .find(|u| b.len() >= i + u.len() && b[i..i + u.len()].eq_ignore_ascii_case(u))
+        else {
+            return false;
+        };
+        // The word must end after the unit and be only digits before it (as
+        // `text::raw_words` splits words, apostrophes included).
+        let end = i + unit.len();
+        let mut start = i - 1;
+        while start > 0 && b[start - 1].is_ascii_digit() {
+            start -= 1;
+        }
+        !word_continues(text, end) && !word_continues_back(text, start)
     })
+}
+
+/// Whether the word around byte `i` goes on at `i` (a word character, or an
+/// apostrophe followed by one).
+fn word_continues(text: &str, i: usize) -> bool {
+    let rest = &text[i..];
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(c) if c.is_alphanumeric() => true,
+        Some('\'' | '\u{2019}') => chars.next().is_some_and(char::is_alphanumeric),
+        _ => false,
+    }
+}
+
+/// Whether the word starting at byte `i` really starts earlier (a word
+/// character, or an apostrophe after one, just before it).
+fn word_continues_back(text: &str, i: usize) -> bool {
+    let mut chars = text[..i].chars().rev();
+    match chars.next() {
+        Some(c) if c.is_alphanumeric() => true,
+        Some('\'' | '\u{2019}') => chars.next().is_some_and(char::is_alphanumeric),
+        _ => false,
+    }
 }
 
 /// Every PII finding in `text` of the enabled kinds, in order of
@@ -333,7 +438,8 @@ pub fn find_pii(text: &str, kinds: &[Pii]) -> Vec<PiiFinding> {
         for run in digit_runs(text) {
             let kind = classify(&run);
             if let Some(kind) = kind.filter(|k| kinds.contains(k)) {
-                let last = &run.digits[run.digits.len() - if kind == Pii::Card { 4 } else { 2 }..];
+                let digits = run.digits();
+                let last = &digits[digits.len() - if kind == Pii::Card { 4 } else { 2 }..];
                 let redacted = match kind {
                     Pii::Card => format!("card ending {last}"),
                     _ => format!("number ending {last}"),
@@ -393,15 +499,42 @@ fn redact_email(email: &str) -> String {
     format!("{first}***@***.{tld}")
 }
 
-/// A run of digits with phone/card-style separators.
+/// Digits kept per run: more than any card (19) or phone number (15) has.
+const MAX_RUN_DIGITS: usize = 24;
+/// Group lengths kept per run (a phone number has at most 15 one-digit groups).
+const MAX_RUN_GROUPS: usize = 16;
+
+const SEP_SPACE: u8 = 1;
+const SEP_DASH: u8 = 2;
+const SEP_DOT: u8 = 4;
+
+/// A run of digits with phone/card-style separators. Fixed-size, so that
+/// scanning a text with numbers in it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DigitRun {
-    digits: String,
-    groups: Vec<usize>,
+    /// The first `MAX_RUN_DIGITS` digits.
+    digits: [u8; MAX_RUN_DIGITS],
+    /// How many digits the run has (may exceed what `digits` holds).
+    len: usize,
+    /// The first `MAX_RUN_GROUPS` group lengths.
+    groups: [u8; MAX_RUN_GROUPS],
+    /// How many groups the run has.
+    group_count: usize,
     plus: bool,
     paren: bool,
-    /// The separators used between groups (` `, `-`, `.`), deduplicated.
-    seps: Vec<u8>,
+    /// The separators used between groups, as `SEP_*` bits.
+    seps: u8,
+}
+
+impl DigitRun {
+    fn digits(&self) -> &str {
+        // Only ASCII digits are stored.
+        std::str::from_utf8(&self.digits[..self.len.min(MAX_RUN_DIGITS)]).unwrap_or_default()
+    }
+
+    fn groups(&self) -> &[u8] {
+        &self.groups[..self.group_count.min(MAX_RUN_GROUPS)]
+    }
 }
 
 /// Scan `text` for runs such as `+1 (555) 123-4567` or `4111-1111-1111-1111`:
@@ -420,11 +553,13 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
             continue;
         }
         let mut run = DigitRun {
-            digits: String::new(),
-            groups: Vec::new(),
+            digits: [0; MAX_RUN_DIGITS],
+            len: 0,
+            groups: [0; MAX_RUN_GROUPS],
+            group_count: 0,
             plus: false,
             paren: false,
-            seps: Vec::new(),
+            seps: 0,
         };
         let mut j = i;
         if b[j] == b'+' {
@@ -445,8 +580,16 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
             if k == g || (open && (k >= n || b[k] != b')')) {
                 break;
             }
-            run.digits.push_str(&text[g..k]);
-            run.groups.push(k - g);
+            for &d in &b[g..k] {
+                if run.len < MAX_RUN_DIGITS {
+                    run.digits[run.len] = d;
+                }
+                run.len += 1;
+            }
+            if run.group_count < MAX_RUN_GROUPS {
+                run.groups[run.group_count] = (k - g).min(255) as u8;
+            }
+            run.group_count += 1;
             if open {
                 run.paren = true;
                 k += 1;
@@ -461,9 +604,12 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
                 break;
             }
             if s < n && (b[s].is_ascii_digit() || b[s] == b'(') {
-                if let Some(sep) = sep.filter(|c| !run.seps.contains(c)) {
-                    run.seps.push(sep);
-                }
+                run.seps |= match sep {
+                    Some(b' ') => SEP_SPACE,
+                    Some(b'-') => SEP_DASH,
+                    Some(_) => SEP_DOT,
+                    None => 0,
+                };
                 j = s;
             } else {
                 break;
@@ -471,7 +617,7 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
         }
         i = end.max(i + 1);
         let glued_after = end < n && (b[end].is_ascii_alphanumeric() || b[end] == b'_');
-        if !run.digits.is_empty() && !glued_after {
+        if run.len > 0 && !glued_after {
             out.push(run);
         }
     }
@@ -480,25 +626,27 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
 
 /// Decide whether a digit run is a card, a phone number, or neither.
 fn classify(run: &DigitRun) -> Option<Pii> {
-    let d = run.digits.len();
-    let card_seps = run.seps.iter().all(|s| matches!(s, b' ' | b'-'));
-    if (13..=19).contains(&d) && !run.plus && !run.paren && card_seps && luhn_valid(&run.digits) {
+    let d = run.len;
+    let card_seps = run.seps & SEP_DOT == 0;
+    if (13..=19).contains(&d) && !run.plus && !run.paren && card_seps && luhn_valid(run.digits()) {
         return Some(Pii::Card);
     }
     if !(9..=15).contains(&d) {
         return None;
     }
+    let digits = run.digits().as_bytes();
+    let groups = run.groups();
     let phone = if run.plus || run.paren {
         true
-    } else if run.groups.len() == 1 {
+    } else if groups.len() == 1 {
         // Bare digits: only the US shapes, NXXNXXXXXX or 1NXXNXXXXXX (so
         // epoch timestamps and most ids do not count).
-        let first = run.digits.as_bytes()[0];
-        (d == 10 && first >= b'2') || (d == 11 && first == b'1' && run.digits.as_bytes()[1] >= b'2')
+        let first = digits[0];
+        (d == 10 && first >= b'2') || (d == 11 && first == b'1' && digits[1] >= b'2')
     } else {
-        let ipv4 = run.seps == [b'.'] && run.groups.len() == 4 && run.groups.iter().all(|&g| g <= 3);
-        let thousands = run.groups[0] <= 3 && run.groups[1..].iter().all(|&g| g == 3) && !run.seps.contains(&b'-');
-        run.groups.len() >= 3 && run.seps.len() == 1 && run.groups.iter().all(|&g| g <= 5) && !ipv4 && !thousands
+        let ipv4 = run.seps == SEP_DOT && groups.len() == 4 && groups.iter().all(|&g| g <= 3);
+        let thousands = groups[0] <= 3 && groups[1..].iter().all(|&g| g == 3) && run.seps & SEP_DASH == 0;
+        groups.len() >= 3 && run.seps.count_ones() == 1 && groups.iter().all(|&g| g <= 5) && !ipv4 && !thousands
     };
     phone.then_some(Pii::Phone)
 }
@@ -626,6 +774,39 @@ mod tests {
         assert_eq!(s.label.as_deref(), Some("topic:financial"));
         let s = score("", "Take 500mg twice a day.");
         assert_eq!(s.label.as_deref(), Some("topic:medical"));
+    }
+
+    #[test]
+    fn glued_dosages_are_whole_words() {
+        let reference = |text: &str| {
+            text::raw_words(&text.to_ascii_lowercase()).any(|w| {
+                ["mg", "mcg", "ml"].iter().any(|unit| {
+                    w.strip_suffix(unit)
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+        };
+        for text in [
+            "Take 500mg twice",
+            "Take 500MG.",
+            "2.5ml",
+            "x500mg",
+            "500mgs",
+            "500mg's",
+            "it's 500mg",
+            "a'500mg",
+            "500 mg",
+            "mg500",
+            "25mcg",
+            "25mc",
+            "1m",
+            "9ml’s",
+            "9ml’",
+            "ünï500mg",
+            "",
+        ] {
+            assert_eq!(has_glued_dosage(text), reference(text), "{text:?}");
+        }
     }
 
     #[test]
