@@ -136,7 +136,7 @@ pub fn events(count: usize, size: Size) -> Vec<Event> {
 /// The same event in the plugin SDK's types: what a guest receives.
 pub fn to_sdk(e: &Event) -> flywheel_plugin::Event {
     use flywheel_plugin::{Rating, Signal};
-    flywheel_plugin::Event {
+    flywheel_plugin::EventData {
         id: e.id.clone(),
         received_at: e.received_at,
         trace_id: e.trace_id.clone(),
@@ -168,6 +168,7 @@ pub fn to_sdk(e: &Event) -> flywheel_plugin::Event {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }
+    .into()
 }
 
 pub mod summary;

@@ -55,13 +55,13 @@ macro_rules! {macro_name} {{
     () => {{
         ::flywheel_plugin::__private::wit_bindgen::generate!({{
             inline: {literal},
-            world: "flywheel:policy/{world}@0.1.0",
+            world: "flywheel:policy/{world}@0.2.0",
             runtime_path: "::flywheel_plugin::__private::wit_bindgen::rt",
             with: {{
-                "flywheel:policy/types@0.1.0": ::flywheel_plugin::__private::bindings::flywheel::policy::types,
-                "flywheel:policy/log@0.1.0": ::flywheel_plugin::__private::bindings::flywheel::policy::log,
-                "flywheel:policy/config@0.1.0": ::flywheel_plugin::__private::bindings::flywheel::policy::config,
-                "flywheel:policy/kv@0.1.0": ::flywheel_plugin::__private::bindings::flywheel::policy::kv,
+                "flywheel:policy/types@0.2.0": ::flywheel_plugin::__private::bindings::flywheel::policy::types,
+                "flywheel:policy/log@0.2.0": ::flywheel_plugin::__private::bindings::flywheel::policy::log,
+                "flywheel:policy/config@0.2.0": ::flywheel_plugin::__private::bindings::flywheel::policy::config,
+                "flywheel:policy/kv@0.2.0": ::flywheel_plugin::__private::bindings::flywheel::policy::kv,
             }},
         }});
     }};

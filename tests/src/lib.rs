@@ -15,7 +15,7 @@ pub struct Artifact {
     pub manifest: &'static str,
 }
 
-/// One constant per plugin, plus `EXAMPLES` and `HOSTILE`.
+/// One constant per plugin, plus `EXAMPLES`, `HOSTILE` and `COMPAT`.
 pub mod plugins {
     use super::Artifact;
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

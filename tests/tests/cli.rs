@@ -112,8 +112,20 @@ fn plugin_check_validates_world_and_start_up() {
     ]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.starts_with("ok: groundedness is a valid scorer"),
+        stdout.starts_with("ok: groundedness is a valid scorer for flywheel:policy@0.2.0"),
         "{stdout}"
+    );
+    let (ok, stdout, stderr) = run(&[
+        "plugin",
+        "check",
+        plugins::COMPAT_SCORER.wasm,
+        "--manifest",
+        plugins::COMPAT_SCORER.manifest,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("flywheel:policy@0.1.0"),
+        "older contract named: {stdout}"
     );
     // Without a manifest the kind is detected from the exports.
     let dir = tempfile::tempdir().expect("tmp");

@@ -57,6 +57,56 @@ fn submit_wait(server: &Server, fixture: &str, id: &str) -> Value {
     body["outcome"].clone()
 }
 
+/// A plugin built against the archived 0.1.0 contract is uploaded, checked and run by
+/// the server beside 0.2 plugins; the API says which contract each one uses.
+#[test]
+fn a_plugin_built_against_contract_0_1_is_hot_loaded_and_runs() {
+    let server = Server::with_examples();
+    let (status, body) = put_wasm(
+        &server,
+        "compat-scorer",
+        "kind=scorer&version=0.1.0&config.tag=uploaded",
+        wasm(&plugins::COMPAT_SCORER),
+    );
+    assert_eq!(status, 201, "{body}");
+    let outcome = submit_wait(&server, "event_thumbs_up_grounded", "compat-1");
+    let compat = outcome["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .find(|s| s["plugin"] == "compat-scorer")
+        .unwrap_or_else(|| panic!("a compat score in {outcome}"))
+        .clone();
+    assert_eq!(compat["label"], "uploaded", "{compat}");
+    assert!(
+        compat["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("id=compat-1"),
+        "{compat}"
+    );
+    // The 0.2 examples ran beside it on the same event.
+    assert!(
+        outcome["scores"]
+            .as_array()
+            .expect("scores")
+            .iter()
+            .any(|s| s["plugin"] == "groundedness"),
+        "{outcome}"
+    );
+    let (_, list) = server.get("/v1/plugins");
+    let contract = |name: &str| {
+        list["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["live"]["contract"].clone())
+    };
+    assert_eq!(contract("compat-scorer"), Some(json!("0.1.0")), "{list}");
+    assert_eq!(contract("groundedness"), Some(json!("0.2.0")), "{list}");
+}
+
 #[test]
 fn upload_activate_rollback_and_refusals() {
     let server = Server::with_examples();

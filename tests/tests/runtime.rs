@@ -56,13 +56,97 @@ fn only(scores: &[Score], name: &str) -> Score {
 
 #[test]
 fn every_plugin_loads_with_its_manifest() {
-    for a in plugins::EXAMPLES.iter().chain(plugins::HOSTILE) {
+    for a in plugins::EXAMPLES
+        .iter()
+        .chain(plugins::HOSTILE)
+        .chain(plugins::COMPAT)
+    {
         let p = load(a);
         assert_eq!(p.id().name, a.name);
         assert_eq!(p.id().hash.len(), 64, "content hash is BLAKE3 hex");
+        let contract = if plugins::COMPAT.iter().any(|c| c.name == a.name) {
+            "0.1.0"
+        } else {
+            "0.2.0"
+        };
+        assert_eq!(p.contract(), contract, "{}", a.name);
         p.warm_up().unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(plugins::EXAMPLES.len(), 5, "five example plugins");
+}
+
+/// Plugins built against the archived 0.1.0 contract (the event as one record) still
+/// run: every field arrives, the 0.1 imports answer, and their results are checked
+/// like any others.
+#[test]
+fn plugins_built_against_contract_0_1_still_run() {
+    let event = fixtures::event("event_thumbs_up_grounded");
+    let prepared = PreparedEvent::new(&event);
+    let scorer = load(&plugins::COMPAT_SCORER);
+    let first = scorer.score(&prepared);
+    let scores = first.result.unwrap_or_else(|e| panic!("{e}"));
+    let s = only(&scores, "compat");
+    assert_eq!(s.label.as_deref(), Some("from-0.1-config"), "config import");
+    let reason = s.reason.clone().unwrap_or_default();
+    for part in [
+        format!("id={}", event.id),
+        format!("input={}", event.input.len()),
+        format!("context={}", event.context.len()),
+        "signal=thumbs".to_string(),
+        "calls=1".to_string(),
+    ] {
+        assert!(reason.contains(&part), "{part} in {reason}");
+    }
+    assert!(
+        first
+            .logs
+            .iter()
+            .any(|l| l.message.contains("compat-scorer saw")),
+        "log import: {:?}",
+        first.logs
+    );
+    let again = only(
+        &scorer
+            .score(&prepared)
+            .result
+            .unwrap_or_else(|e| panic!("{e}")),
+        "compat",
+    );
+    assert!(
+        again.reason.unwrap_or_default().contains("calls=2"),
+        "kv import keeps state between calls"
+    );
+
+    let router = load(&plugins::COMPAT_ROUTER);
+    let route = router
+        .route(&prepared, &PreparedScores::new(&scores))
+        .result
+        .unwrap_or_else(|e| panic!("{e}"));
+    match route {
+        Route::Label(t) => {
+            assert_eq!((t.queue.as_str(), t.priority), ("compat", 7));
+            assert!(
+                t.reason.contains(&event.id) && t.reason.contains("compat="),
+                "{}",
+                t.reason
+            );
+        }
+        other => panic!("the 0.1 router labels, got {other:?}"),
+    }
+
+    let refiner = load(&plugins::COMPAT_REFINER);
+    let prompt = Prompt {
+        name: "support-answer".into(),
+        version: "3".into(),
+        template: "Answer: {{question}}".into(),
+    };
+    let proposal = refiner
+        .refine(&prompt, std::slice::from_ref(&event))
+        .result
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a proposal");
+    assert_eq!(proposal.evidence, std::slice::from_ref(&event.id));
+    assert!(proposal.rationale.contains("support-answer@3"));
 }
 
 #[test]

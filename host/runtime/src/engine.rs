@@ -18,7 +18,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::bindings::{refiner, router, scorer};
+use crate::bindings::{refiner, router, scorer, v0_1};
 use crate::error::{LoadError, RuntimeError};
 use crate::host::{HostState, PluginShared};
 use crate::kv::KvBackend;
@@ -133,9 +133,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("linking WASI: {e:#}")))?;
-        // The three worlds import the same interfaces, so adding them once serves all.
+        // The three worlds of a version import the same interfaces, so adding them once
+        // serves all; both contract versions are linked side by side.
         scorer::Scorer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(format!("linking host imports: {e:#}")))?;
+        v0_1::scorer::Scorer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(format!("linking 0.1 host imports: {e:#}")))?;
 
         if let Some(dir) = &options.cache_dir {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Cache {
@@ -200,15 +203,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
-            kind: manifest.kind,
-            detail: format!("{e:#}"),
-        };
-        let kind_pre = match manifest.kind {
-            PluginKind::Scorer => KindPre::Scorer(scorer::ScorerPre::new(pre).map_err(wrong)?),
-            PluginKind::Router => KindPre::Router(router::RouterPre::new(pre).map_err(wrong)?),
-            PluginKind::Refiner => KindPre::Refiner(refiner::RefinerPre::new(pre).map_err(wrong)?),
-        };
+        let kind_pre = kind_pre(manifest.kind, pre)?;
         let shared = Arc::new(PluginShared {
             id: PluginRef {
                 name: manifest.name.clone(),
@@ -311,6 +306,32 @@ impl Runtime {
             .insert(hash.to_string(), component.clone());
         Ok(component)
     }
+}
+
+/// The component typed against the world `kind` of the contract version it was built
+/// for: 0.2 first, then 0.1. When neither fits, the error says what 0.2 expected.
+fn kind_pre(
+    kind: PluginKind,
+    pre: wasmtime::component::InstancePre<HostState>,
+) -> Result<KindPre, LoadError> {
+    let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
+        kind,
+        detail: format!("{e:#}"),
+    };
+    let current = match kind {
+        PluginKind::Scorer => scorer::ScorerPre::new(pre.clone()).map(KindPre::Scorer),
+        PluginKind::Router => router::RouterPre::new(pre.clone()).map(KindPre::Router),
+        PluginKind::Refiner => refiner::RefinerPre::new(pre.clone()).map(KindPre::Refiner),
+    };
+    let Err(e) = current else {
+        return current.map_err(wrong);
+    };
+    let legacy = match kind {
+        PluginKind::Scorer => v0_1::scorer::ScorerPre::new(pre).map(KindPre::ScorerV0_1),
+        PluginKind::Router => v0_1::router::RouterPre::new(pre).map(KindPre::RouterV0_1),
+        PluginKind::Refiner => v0_1::refiner::RefinerPre::new(pre).map(KindPre::RefinerV0_1),
+    };
+    legacy.map_err(|_| wrong(e))
 }
 
 /// The identity of a plugin version: BLAKE3 over the component's bytes and its

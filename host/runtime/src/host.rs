@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use flywheel_model::PluginRef;
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{wit, wit_config, wit_kv, wit_log};
+use crate::bindings::{
+    EventHandle, PreparedEvent, signal_to_wit, wit, wit_config, wit_kv, wit_log,
+};
 use crate::kv::{KvBackend, KvFailure, check_key};
 
 /// Longest log line kept, in bytes; longer lines are cut.
@@ -110,10 +112,96 @@ impl WasiView for HostState {
     }
 }
 
-impl wit::Host for HostState {}
+/// The `event` resource: every method reads one field of the event the handle lends.
+impl wit::HostEvent for HostState {
+    fn id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&event)?.id.clone())
+    }
 
-impl wit_log::Host for HostState {
-    fn log(&mut self, level: wit_log::Level, mut message: String) {
+    fn received_at(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<u64> {
+        Ok(self.event(&event)?.received_at)
+    }
+
+    fn trace_id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event(&event)?.trace_id.clone())
+    }
+
+    fn session_id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event(&event)?.session_id.clone())
+    }
+
+    fn user_id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event(&event)?.user_id.clone())
+    }
+
+    fn model(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event(&event)?.model.clone())
+    }
+
+    fn prompt(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Option<wit::PromptRef>> {
+        Ok(self.event(&event)?.prompt.as_ref().map(|p| wit::PromptRef {
+            name: p.name.clone(),
+            version: p.version.clone(),
+        }))
+    }
+
+    fn input(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&event)?.input.clone())
+    }
+
+    fn output(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&event)?.output.clone())
+    }
+
+    fn context(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.event(&event)?.context.clone())
+    }
+
+    fn signal(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<wit::Signal> {
+        Ok(signal_to_wit(&self.event(&event)?.feedback))
+    }
+
+    fn metadata(
+        &mut self,
+        event: Resource<EventHandle>,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .event(&event)?
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn drop(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<()> {
+        self.table.delete(event)?;
+        Ok(())
+    }
+}
+
+impl HostState {
+    /// The event a handle points at; a handle the host did not lend traps the guest.
+    fn event(&self, handle: &Resource<EventHandle>) -> wasmtime::Result<&flywheel_model::Event> {
+        Ok(&self.table.get(handle)?.0)
+    }
+
+    /// Lend `event` to the guest for one call: a new handle in this instance's table.
+    pub(crate) fn lend(
+        &mut self,
+        event: &PreparedEvent,
+    ) -> wasmtime::Result<Resource<EventHandle>> {
+        Ok(self.table.push(EventHandle(event.event.clone()))?)
+    }
+
+    /// Take back a lent handle after the call, if the guest has not dropped it (a
+    /// guest that keeps one must not keep the event alive in the host).
+    pub(crate) fn reclaim(&mut self, rep: u32) {
+        // Only an event handle is ever removed: `delete` checks the type, so a slot
+        // the guest freed and WASI reused is left alone.
+        let _ = self.table.delete(Resource::<EventHandle>::new_own(rep));
+    }
+
+    fn write_log(&mut self, level: &'static str, mut message: String) {
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -122,62 +210,35 @@ impl wit_log::Host for HostState {
             message.truncate(cut);
         }
         let plugin = &self.shared.id.name;
-        let level = match level {
-            wit_log::Level::Trace => {
-                tracing::trace!(target: "flywheel::plugin", plugin, "{message}");
-                "trace"
-            }
-            wit_log::Level::Debug => {
-                tracing::debug!(target: "flywheel::plugin", plugin, "{message}");
-                "debug"
-            }
-            wit_log::Level::Info => {
-                tracing::info!(target: "flywheel::plugin", plugin, "{message}");
-                "info"
-            }
-            wit_log::Level::Warn => {
-                tracing::warn!(target: "flywheel::plugin", plugin, "{message}");
-                "warn"
-            }
-            wit_log::Level::Error => {
-                tracing::error!(target: "flywheel::plugin", plugin, "{message}");
-                "error"
-            }
-        };
+        match level {
+            "trace" => tracing::trace!(target: "flywheel::plugin", plugin, "{message}"),
+            "debug" => tracing::debug!(target: "flywheel::plugin", plugin, "{message}"),
+            "info" => tracing::info!(target: "flywheel::plugin", plugin, "{message}"),
+            "warn" => tracing::warn!(target: "flywheel::plugin", plugin, "{message}"),
+            _ => tracing::error!(target: "flywheel::plugin", plugin, "{message}"),
+        }
         if self.logs.len() < MAX_LOGS_PER_CALL {
             self.logs.push(LogLine { level, message });
         }
     }
-}
 
-impl wit_config::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.shared.config.get(&key).cloned()
+    fn config_get(&self, key: &str) -> Option<String> {
+        self.shared.config.get(key).cloned()
     }
 
-    fn entries(&mut self) -> Vec<(String, String)> {
+    fn config_entries(&self) -> Vec<(String, String)> {
         self.shared
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-}
 
-fn kv_error(f: KvFailure) -> wit_kv::Error {
-    match f {
-        KvFailure::QuotaExceeded(q) => wit_kv::Error::QuotaExceeded(q),
-        KvFailure::InvalidKey => wit_kv::Error::InvalidKey,
-        KvFailure::Unavailable(m) => wit_kv::Error::Unavailable(m),
-    }
-}
-
-impl wit_kv::Host for HostState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        if check_key(&key).is_err() {
+    fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
+        if check_key(key).is_err() {
             return None;
         }
-        match self.shared.kv.get(&self.shared.id.name, &key) {
+        match self.shared.kv.get(&self.shared.id.name, key) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(plugin = %self.shared.id.name, "kv get failed: {e}");
@@ -186,20 +247,76 @@ impl wit_kv::Host for HostState {
         }
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), wit_kv::Error> {
-        check_key(&key).map_err(kv_error)?;
+    fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), KvFailure> {
+        check_key(key)?;
         let shared = &self.shared;
-        shared
-            .kv
-            .set(&shared.id.name, &key, &value, shared.kv_quota)
-            .map_err(kv_error)
+        shared.kv.set(&shared.id.name, key, value, shared.kv_quota)
     }
 
-    fn delete(&mut self, key: String) -> Result<(), wit_kv::Error> {
-        check_key(&key).map_err(kv_error)?;
-        self.shared
-            .kv
-            .delete(&self.shared.id.name, &key)
-            .map_err(kv_error)
+    fn kv_delete(&self, key: &str) -> Result<(), KvFailure> {
+        check_key(key)?;
+        self.shared.kv.delete(&self.shared.id.name, key)
     }
+}
+
+/// The `log`, `config` and `kv` imports of one contract version: the same host
+/// functions under each version's generated traits.
+macro_rules! host_imports {
+    ($types:ident, $log:ident, $config:ident, $kv:ident) => {
+        impl $types::Host for HostState {}
+
+        impl $log::Host for HostState {
+            fn log(&mut self, level: $log::Level, message: String) {
+                let level = match level {
+                    $log::Level::Trace => "trace",
+                    $log::Level::Debug => "debug",
+                    $log::Level::Info => "info",
+                    $log::Level::Warn => "warn",
+                    $log::Level::Error => "error",
+                };
+                self.write_log(level, message);
+            }
+        }
+
+        impl $config::Host for HostState {
+            fn get(&mut self, key: String) -> Option<String> {
+                self.config_get(&key)
+            }
+
+            fn entries(&mut self) -> Vec<(String, String)> {
+                self.config_entries()
+            }
+        }
+
+        impl $kv::Host for HostState {
+            fn get(&mut self, key: String) -> Option<Vec<u8>> {
+                self.kv_get(&key)
+            }
+
+            fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), $kv::Error> {
+                self.kv_set(&key, &value).map_err(|f| match f {
+                    KvFailure::QuotaExceeded(q) => $kv::Error::QuotaExceeded(q),
+                    KvFailure::InvalidKey => $kv::Error::InvalidKey,
+                    KvFailure::Unavailable(m) => $kv::Error::Unavailable(m),
+                })
+            }
+
+            fn delete(&mut self, key: String) -> Result<(), $kv::Error> {
+                self.kv_delete(&key).map_err(|f| match f {
+                    KvFailure::QuotaExceeded(q) => $kv::Error::QuotaExceeded(q),
+                    KvFailure::InvalidKey => $kv::Error::InvalidKey,
+                    KvFailure::Unavailable(m) => $kv::Error::Unavailable(m),
+                })
+            }
+        }
+    };
+}
+
+host_imports!(wit, wit_log, wit_config, wit_kv);
+
+mod legacy {
+    use super::{HostState, KvFailure};
+    use crate::bindings::v0_1::{wit, wit_config, wit_kv, wit_log};
+
+    host_imports!(wit, wit_log, wit_config, wit_kv);
 }

@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::{
-    PreparedEvent, PreparedScores, event_to_wit, prompt_to_wit, proposal_from_wit, refiner,
-    route_from_wit, router, score_from_wit, scorer, wit,
+    PreparedEvent, PreparedScores, prompt_to_wit, proposal_from_wit, refiner, route_from_wit,
+    router, score_from_wit, scorer, v0_1,
 };
 use crate::engine::EPOCH_TICK;
 use crate::error::PluginFailure;
@@ -26,16 +26,33 @@ use crate::manifest::Manifest;
 /// slowly is reset before it reaches its cap.
 const MAX_CALLS_PER_INSTANCE: u64 = 100_000;
 
+/// A component ready to instantiate, by world and contract version.
 pub(crate) enum KindPre {
     Scorer(scorer::ScorerPre<HostState>),
     Router(router::RouterPre<HostState>),
     Refiner(refiner::RefinerPre<HostState>),
+    ScorerV0_1(v0_1::scorer::ScorerPre<HostState>),
+    RouterV0_1(v0_1::router::RouterPre<HostState>),
+    RefinerV0_1(v0_1::refiner::RefinerPre<HostState>),
+}
+
+impl KindPre {
+    /// The contract version the component was built against.
+    pub(crate) fn contract(&self) -> &'static str {
+        match self {
+            KindPre::Scorer(_) | KindPre::Router(_) | KindPre::Refiner(_) => "0.2.0",
+            _ => "0.1.0",
+        }
+    }
 }
 
 enum Exports {
     Scorer(scorer::Scorer),
     Router(router::Router),
     Refiner(refiner::Refiner),
+    ScorerV0_1(v0_1::scorer::Scorer),
+    RouterV0_1(v0_1::router::Router),
+    RefinerV0_1(v0_1::refiner::Refiner),
 }
 
 struct Instance {
@@ -239,19 +256,33 @@ impl Plugin {
         Ok(())
     }
 
+    /// The `flywheel:policy` version the component was built against.
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
+    }
+
     /// Run a scorer over one event.
     pub fn score(&self, event: &PreparedEvent) -> CallOutcome<Vec<Score>> {
         self.call(PluginKind::Scorer, |exports, store| match exports {
-            Exports::Scorer(s) => Some(s.call_score(store, &event.0)),
+            Exports::Scorer(s) => Some(with_lent(store, event, |store, handle| {
+                s.call_score(store, handle).map(|r| {
+                    r.map(|scores| scores.into_iter().map(score_from_wit).collect::<Vec<_>>())
+                })
+            })),
+            Exports::ScorerV0_1(s) => Some(s.call_score(store, event.legacy()).map(|r| {
+                r.map(|scores| {
+                    scores
+                        .into_iter()
+                        .map(v0_1::score_from_wit)
+                        .collect::<Vec<_>>()
+                })
+            })),
             _ => None,
         })
         .and_then_result(
-            |scores, limit| {
+            |scores: Vec<Score>, limit| {
                 check_size(scores_size(&scores), limit)?;
-                scores
-                    .into_iter()
-                    .map(|s| check_score(score_from_wit(s)))
-                    .collect()
+                scores.into_iter().map(check_score).collect()
             },
             &self.shared.id,
             self.manifest.limits.max_result_bytes(),
@@ -261,12 +292,18 @@ impl Plugin {
     /// Run a router over one event and every scorer's scores.
     pub fn route(&self, event: &PreparedEvent, scores: &PreparedScores) -> CallOutcome<Route> {
         self.call(PluginKind::Router, |exports, store| match exports {
-            Exports::Router(r) => Some(r.call_route(store, &event.0, &scores.0)),
+            Exports::Router(r) => Some(with_lent(store, event, |store, handle| {
+                r.call_route(store, handle, &scores.scores)
+                    .map(|r| r.map(route_from_wit))
+            })),
+            Exports::RouterV0_1(r) => Some(
+                r.call_route(store, event.legacy(), scores.legacy())
+                    .map(|r| r.map(v0_1::route_from_wit)),
+            ),
             _ => None,
         })
         .and_then_result(
-            |route, limit| {
-                let route = route_from_wit(route);
+            |route: Route, limit| {
                 check_size(route_size(&route), limit)?;
                 check_route(route)
             },
@@ -277,15 +314,41 @@ impl Plugin {
 
     /// Run a refiner over a prompt and its recent failures.
     pub fn refine(&self, prompt: &Prompt, failures: &[Event]) -> CallOutcome<Option<Proposal>> {
-        let prompt = prompt_to_wit(prompt);
-        let failures: Vec<wit::Event> = failures.iter().map(event_to_wit).collect();
         self.call(PluginKind::Refiner, |exports, store| match exports {
-            Exports::Refiner(r) => Some(r.call_refine(store, &prompt, &failures)),
+            Exports::Refiner(r) => {
+                let prompt = prompt_to_wit(prompt);
+                let mut handles = Vec::with_capacity(failures.len());
+                let mut reps = Vec::with_capacity(failures.len());
+                for e in failures {
+                    match store.data_mut().lend(&PreparedEvent::new(e)) {
+                        Ok(h) => {
+                            reps.push(h.rep());
+                            handles.push(h);
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                let result = r
+                    .call_refine(&mut *store, &prompt, &handles)
+                    .map(|r| r.map(|p| p.map(proposal_from_wit)));
+                for rep in reps {
+                    store.data_mut().reclaim(rep);
+                }
+                Some(result)
+            }
+            Exports::RefinerV0_1(r) => {
+                let prompt = v0_1::prompt_to_wit(prompt);
+                let failures: Vec<v0_1::wit::Event> =
+                    failures.iter().map(v0_1::event_to_wit).collect();
+                Some(
+                    r.call_refine(store, &prompt, &failures)
+                        .map(|r| r.map(|p| p.map(v0_1::proposal_from_wit))),
+                )
+            }
             _ => None,
         })
         .and_then_result(
-            |proposal, limit| {
-                let proposal = proposal.map(proposal_from_wit);
+            |proposal: Option<Proposal>, limit| {
                 if let Some(p) = &proposal {
                     let size = p.template.len()
                         + p.rationale.len()
@@ -322,6 +385,9 @@ impl Plugin {
             KindPre::Scorer(p) => p.instantiate(&mut store).map(Exports::Scorer),
             KindPre::Router(p) => p.instantiate(&mut store).map(Exports::Router),
             KindPre::Refiner(p) => p.instantiate(&mut store).map(Exports::Refiner),
+            KindPre::ScorerV0_1(p) => p.instantiate(&mut store).map(Exports::ScorerV0_1),
+            KindPre::RouterV0_1(p) => p.instantiate(&mut store).map(Exports::RouterV0_1),
+            KindPre::RefinerV0_1(p) => p.instantiate(&mut store).map(Exports::RefinerV0_1),
         };
         match exports {
             Ok(exports) => Ok(Instance {
@@ -500,7 +566,24 @@ fn check_size(size: usize, limit: usize) -> Result<(), String> {
     }
 }
 
-fn scores_size(scores: &[wit::Score]) -> usize {
+/// Lend `event` to the guest for one call and take the handle back afterwards, whatever
+/// the guest did with it.
+fn with_lent<T>(
+    store: &mut Store<HostState>,
+    event: &PreparedEvent,
+    call: impl FnOnce(
+        &mut Store<HostState>,
+        wasmtime::component::Resource<crate::bindings::EventHandle>,
+    ) -> wasmtime::Result<T>,
+) -> wasmtime::Result<T> {
+    let handle = store.data_mut().lend(event)?;
+    let rep = handle.rep();
+    let result = call(store, handle);
+    store.data_mut().reclaim(rep);
+    result
+}
+
+fn scores_size(scores: &[Score]) -> usize {
     scores
         .iter()
         .map(|s| {

@@ -426,9 +426,10 @@ pub fn plugin_check(wasm: &Path, manifest: Option<&Path>) -> Result<ExitCode> {
     plugin.warm_up().map_err(|f| anyhow::anyhow!("{f}"))?;
     let m = plugin.manifest();
     println!(
-        "ok: {} is a valid {} (hash {}; timeout {} ms, memory {} MiB, {})",
+        "ok: {} is a valid {} for flywheel:policy@{} (hash {}; timeout {} ms, memory {} MiB, {})",
         plugin.id().name,
         m.kind,
+        plugin.contract(),
         plugin.id().hash,
         m.limits.timeout_ms,
         m.limits.memory_mib,

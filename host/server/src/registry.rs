@@ -609,6 +609,11 @@ impl Registry {
             .map(|p| p.counters().snapshot())
     }
 
+    /// The `flywheel:policy` version a loaded plugin version was built against.
+    pub fn contract(&self, hash: &str) -> Option<&'static str> {
+        self.state.lock().loaded.get(hash).map(|p| p.contract())
+    }
+
     /// The component bytes and manifest of a stored version (for replay).
     pub fn version_source(
         &self,

@@ -118,7 +118,7 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<EventRecord>> {
         let t = self.trees();
         match t.events.get(id)? {
-            Some(v) => Ok(Some(record(&t.outcomes, id, &v)?)),
+            Some(v) => Ok(Some(record(t, id, &v)?)),
             None => Ok(None),
         }
     }
@@ -251,7 +251,8 @@ impl Store {
                 }
                 None => None,
             };
-            prepared.push((*id, codec::encode_outcome(outcome)?, item));
+            let set = t.plugin_sets.id_for(&outcome.plugins)?;
+            prepared.push((*id, codec::encode_outcome(outcome, set)?, item));
         }
         let mut done = vec![false; prepared.len()];
         if !one_tx {
@@ -271,6 +272,8 @@ impl Store {
                 |(outcomes, queue, depth)| {
                     let abort = ConflictableTransactionError::Abort;
                     let mut recorded = Vec::new();
+                    // Depths are added up per queue and written once per batch.
+                    let mut added: Vec<(&str, u64)> = Vec::new();
                     for (i, (id, outcome, item)) in prepared.iter().enumerate() {
                         if !one_tx && item.is_none() {
                             continue; // recorded above
@@ -281,13 +284,19 @@ impl Store {
                         outcomes.insert(*id, outcome.as_slice())?;
                         if let Some((item, key, value)) = item {
                             queue.insert(key.as_slice(), value.as_slice())?;
-                            let n = match depth.get(&item.queue)? {
-                                Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
-                                None => 0,
-                            };
-                            depth.insert(item.queue.as_str(), &(n + 1).to_be_bytes())?;
+                            match added.iter_mut().find(|(q, _)| *q == item.queue) {
+                                Some((_, n)) => *n += 1,
+                                None => added.push((&item.queue, 1)),
+                            }
                         }
                         recorded.push(i);
+                    }
+                    for (queue_name, n) in added {
+                        let before = match depth.get(queue_name)? {
+                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                            None => 0,
+                        };
+                        depth.insert(queue_name, &(before + n).to_be_bytes())?;
                     }
                     Ok(recorded)
                 },
@@ -404,7 +413,7 @@ impl Iterator for Scan {
 fn load(trees: &Trees, id: &[u8]) -> Result<EventRecord> {
     let id = codec::decode_str("log id", id)?;
     match trees.events.get(&id)? {
-        Some(v) => record(&trees.outcomes, &id, &v),
+        Some(v) => record(trees, &id, &v),
         None => Err(StoreError::corrupt(format!(
             "time index names missing event {id:?}"
         ))),
@@ -412,10 +421,10 @@ fn load(trees: &Trees, id: &[u8]) -> Result<EventRecord> {
 }
 
 /// An `events` value and its outcome (if processed) as one record.
-fn record(outcomes: &sled::Tree, id: &str, value: &[u8]) -> Result<EventRecord> {
+fn record(trees: &Trees, id: &str, value: &[u8]) -> Result<EventRecord> {
     let (_, stored) = codec::decode_event(value)?;
-    let outcome = match outcomes.get(id)? {
-        Some(o) => Some(codec::decode_outcome(&o)?),
+    let outcome = match trees.outcomes.get(id)? {
+        Some(o) => Some(codec::decode_outcome(&o, |set| trees.plugin_sets.get(set))?),
         None => None,
     };
     Ok(stored.into_record(outcome))

@@ -8,7 +8,8 @@
 //! | tree          | key                                                   | value                     |
 //! |---------------|-------------------------------------------------------|---------------------------|
 //! | `events`      | event id                                              | `seq` ++ `{event,reviews?}` |
-//! | `outcomes`    | event id                                              | `Outcome`, once processed |
+//! | `outcomes`    | event id                                              | `Outcome` (binary, see `codec`), once processed |
+//! | `plugin_sets` | set id (`u64`)                                        | `[PluginRef]`: the builds an outcome names |
 //! | `log`         | `received_at` ++ `seq` (arrival order)                | event id                  |
 //! | `counters`    | `"events"`, `"pending_watermark"`                     | `u64`; `u128`: see below  |
 //! | `queue`       | queue `\0` (255 − priority) `created_at` item id      | `QueueItem` (not done yet) |
@@ -40,6 +41,7 @@ mod error;
 mod events;
 mod kv;
 mod meta;
+mod plugin_sets;
 mod queue;
 
 use std::path::Path;
@@ -121,6 +123,7 @@ pub(crate) struct Trees {
     queue_audit: sled::Tree,
     kv: sled::Tree,
     kv_usage: sled::Tree,
+    plugin_sets: Arc<plugin_sets::PluginSets>,
 }
 
 const EVENTS_COUNTER: &[u8] = b"events";
@@ -168,6 +171,7 @@ impl Store {
             queue_audit: db.open_tree("queue_audit")?,
             kv: db.open_tree("kv")?,
             kv_usage: db.open_tree("kv_usage")?,
+            plugin_sets: Arc::new(plugin_sets::PluginSets::open(&db)?),
         };
         let counters = Arc::new(Counters::default());
         let stored = match trees.counters.get(EVENTS_COUNTER)? {

@@ -530,14 +530,51 @@ fn a_store_in_the_first_layout_is_converted_at_open() {
 
 #[test]
 fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
-    use flywheel_model::{CallError, CallRecord, ErrorClass, FailureMode, PluginKind, PluginRef};
+    use flywheel_model::{
+        CallError, CallRecord, ErrorClass, FailureMode, PluginKind, PluginRef, Score, ScoreRecord,
+        ShadowRun, Vote,
+    };
     let plugin = |name: &str| PluginRef {
         name: name.into(),
         version: "1.0.0".into(),
         hash: name.repeat(64 / name.len() + 1)[..64].to_owned(),
     };
-    let mut o = outcome(Route::Accept);
+    let review = Route::Review(target("compliance", 95));
+    let mut o = outcome(review.clone());
     o.plugins = vec![plugin("scorer"), plugin("router")];
+    o.scores = vec![
+        ScoreRecord {
+            plugin: "scorer".into(),
+            score: Score {
+                name: "sensitive".into(),
+                value: 0.93,
+                label: Some("pii:email".into()),
+                reason: Some("email j***@***.com in the answer".into()),
+            },
+        },
+        // A scorer not in `plugins` keeps its name.
+        ScoreRecord {
+            plugin: "elsewhere".into(),
+            score: Score {
+                name: "x".into(),
+                value: 0.0,
+                label: None,
+                reason: None,
+            },
+        },
+    ];
+    o.votes = vec![
+        Vote {
+            plugin: "router".into(),
+            route: Route::Accept,
+            imposed: false,
+        },
+        Vote {
+            plugin: "scorer".into(),
+            route: review.clone(),
+            imposed: true,
+        },
+    ];
     o.calls = vec![
         CallRecord {
             plugin: plugin("scorer"),
@@ -554,34 +591,69 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
                 class: ErrorClass::Trap,
                 message: "unreachable".into(),
             }),
-            failure_mode: Some(FailureMode::FailOpen),
+            failure_mode: Some(FailureMode::FailClosed),
         },
         // A call whose plugin is not in `plugins` keeps its full reference.
         CallRecord {
             plugin: plugin("other"),
-            kind: PluginKind::Scorer,
+            kind: PluginKind::Refiner,
             duration_us: 3,
             error: None,
             failure_mode: None,
         },
     ];
-    let compact = codec::encode_outcome(&o).unwrap();
+    o.shadow = vec![ShadowRun {
+        candidate: plugin("router2"),
+        replaces: Some(plugin("router")),
+        scores: vec![],
+        votes: vec![],
+        route: Route::Drop {
+            reason: "spam".into(),
+        },
+        agrees: false,
+        calls: vec![],
+    }];
     let full = codec::encode(&o).unwrap();
+    let binary = codec::encode_outcome(&o, 7).unwrap();
     assert!(
-        compact.len() + 2 * 64 < full.len(),
+        binary.len() * 2 < full.len(),
         "{} vs {}",
-        compact.len(),
+        binary.len(),
         full.len()
     );
-    assert_eq!(codec::decode_outcome(&compact).unwrap(), o);
-    assert_eq!(codec::decode_outcome(&full).unwrap(), o);
-    assert!(codec::decode_outcome(br#"{"scores":[],"votes":[],"route":{"action":"accept"},"calls":[{"plugin":5,"kind":"scorer","duration_us":1}],"plugins":[],"processed_at":1}"#).is_err());
+    let refs: std::sync::Arc<[PluginRef]> = o.plugins.clone().into();
+    assert_eq!(
+        codec::decode_outcome(&binary, |_| Ok(refs.clone())).unwrap(),
+        o
+    );
+    let no_set = |_| -> Result<std::sync::Arc<[PluginRef]>> { panic!("JSON needs no plugin set") };
+    assert_eq!(codec::decode_outcome(&full, no_set).unwrap(), o);
+    // The JSON layout in which calls name their plugin by index.
+    let mut indexed: serde_json::Value = serde_json::from_slice(&full).unwrap();
+    indexed["calls"][0]["plugin"] = 0.into();
+    indexed["calls"][1]["plugin"] = 1.into();
+    let indexed = serde_json::to_vec(&indexed).unwrap();
+    assert_eq!(codec::decode_outcome(&indexed, no_set).unwrap(), o);
+    assert!(codec::decode_outcome(br#"{"scores":[],"votes":[],"route":{"action":"accept"},"calls":[{"plugin":5,"kind":"scorer","duration_us":1}],"plugins":[],"processed_at":1}"#, no_set).is_err());
+    assert!(codec::decode_outcome(&binary[..binary.len() / 2], |_| Ok(refs.clone())).is_err());
 
+    // Through the store: the plugin set is stored once and survives a reopen; a route
+    // that is no vote's is kept as it is.
     let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        store.append(vec![event("c", 1), event("d", 2)]).unwrap();
+        store.complete("c", &o).unwrap();
+        let mut plain = outcome(Route::Drop {
+            reason: "test traffic".into(),
+        });
+        plain.plugins = o.plugins.clone();
+        store.complete("d", &plain).unwrap();
+        assert_eq!(store.get("d").unwrap().unwrap().outcome, Some(plain));
+    }
     let store = open(&dir);
-    store.append(vec![event("c", 1)]).unwrap();
-    store.complete("c", &o).unwrap();
     assert_eq!(store.get("c").unwrap().unwrap().outcome, Some(o));
+    assert_eq!(store.trees().plugin_sets.len(), 1);
 }
 
 /// 250 events at times 1000..1250; every 5th has a rating, prompt v2 for odd ones.

@@ -1,7 +1,7 @@
 //! # flywheel-plugin: write Flywheel policy plugins in plain Rust
 //!
 //! A Flywheel plugin is a WebAssembly component that implements one of the
-//! three worlds of the `flywheel:policy@0.1.0` contract (`wit/policy.wit`):
+//! three worlds of the `flywheel:policy@0.2.0` contract (`wit/policy.wit`):
 //! a **scorer** grades an answer, a **router** decides whether a person must
 //! look at it, a **refiner** proposes a better prompt template. This crate
 //! hides the component-model plumbing: you write a struct, implement one
@@ -21,7 +21,7 @@
 //!     fn score(event: Event) -> Result<Vec<Score>, String> {
 //!         // `[config] max-words = "120"` in plugin.toml; 120 when unset.
 //!         let budget = config::get_u64("max-words", 120).max(1) as f64;
-//!         let words = text::word_count(&event.output) as f64;
+//!         let words = text::word_count(event.output()) as f64;
 //!         let value = (budget / words.max(1.0)).min(1.0);
 //!         log::debug(&format!("{words} words, budget {budget}"));
 //!         Ok(vec![
@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod event;
 pub mod kv;
 pub mod log;
 #[cfg(not(target_family = "wasm"))]
@@ -63,7 +64,8 @@ pub mod testing;
 pub mod text;
 mod types;
 
-pub use types::{Event, Prompt, PromptRef, Proposal, QueueItem, Rating, Route, Score, Signal, Thumb};
+pub use event::{Event, EventData};
+pub use types::{Prompt, PromptRef, Proposal, QueueItem, Rating, Route, Score, Signal, Thumb};
 
 /// Everything a typical plugin needs, in one glob import: the data types,
 /// the three plugin traits and the host-import modules.
@@ -71,8 +73,8 @@ pub use types::{Event, Prompt, PromptRef, Proposal, QueueItem, Rating, Route, Sc
 /// Why: keeps the boilerplate of a plugin to a single `use` line.
 pub mod prelude {
     pub use crate::{
-        Event, Prompt, PromptRef, Proposal, QueueItem, Rating, Refiner, Route, Router, Score, Scorer, Signal, Thumb,
-        config, kv, log, text,
+        Event, EventData, Prompt, PromptRef, Proposal, QueueItem, Rating, Refiner, Route, Router, Score, Scorer,
+        Signal, Thumb, config, kv, log, text,
     };
 }
 
@@ -134,9 +136,11 @@ macro_rules! export_scorer {
             }
             struct __FlywheelExport;
             impl __flywheel_bindings::Guest for __FlywheelExport {
-                fn score(event: $crate::Event) -> Result<Vec<$crate::Score>, String> {
+                fn score(
+                    event: $crate::__private::bindings::flywheel::policy::types::Event,
+                ) -> Result<Vec<$crate::Score>, String> {
                     $crate::__private::install_panic_hook();
-                    <$plugin as $crate::Scorer>::score(event)
+                    <$plugin as $crate::Scorer>::score($crate::Event::from_host(event))
                 }
             }
             __flywheel_bindings::export! { __FlywheelExport with_types_in __flywheel_bindings }
@@ -163,9 +167,12 @@ macro_rules! export_router {
             }
             struct __FlywheelExport;
             impl __flywheel_bindings::Guest for __FlywheelExport {
-                fn route(event: $crate::Event, scores: Vec<$crate::Score>) -> Result<$crate::Route, String> {
+                fn route(
+                    event: $crate::__private::bindings::flywheel::policy::types::Event,
+                    scores: Vec<$crate::Score>,
+                ) -> Result<$crate::Route, String> {
                     $crate::__private::install_panic_hook();
-                    <$plugin as $crate::Router>::route(event, scores)
+                    <$plugin as $crate::Router>::route($crate::Event::from_host(event), scores)
                 }
             }
             __flywheel_bindings::export! { __FlywheelExport with_types_in __flywheel_bindings }
@@ -195,9 +202,10 @@ macro_rules! export_refiner {
             impl __flywheel_bindings::Guest for __FlywheelExport {
                 fn refine(
                     prompt: $crate::Prompt,
-                    failures: Vec<$crate::Event>,
+                    failures: Vec<$crate::__private::bindings::flywheel::policy::types::Event>,
                 ) -> Result<Option<$crate::Proposal>, String> {
                     $crate::__private::install_panic_hook();
+                    let failures = failures.into_iter().map($crate::Event::from_host).collect();
                     <$plugin as $crate::Refiner>::refine(prompt, failures)
                 }
             }
@@ -232,8 +240,8 @@ pub mod __private {
             inline: "
                 package flywheel:sdk;
                 world base {
-                    import flywheel:policy/types@0.1.0;
-                    include flywheel:policy/host@0.1.0;
+                    import flywheel:policy/types@0.2.0;
+                    include flywheel:policy/host@0.2.0;
                 }
             ",
             world: "flywheel:sdk/base",

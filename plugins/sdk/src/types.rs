@@ -6,8 +6,6 @@
 
 use crate::__private::bindings::flywheel::policy::types as wit;
 
-/// One piece of feedback on one LLM answer (WIT `event`).
-pub type Event = wit::Event;
 /// What the user told us about the answer (WIT `signal`).
 pub type Signal = wit::Signal;
 /// A thumbs-up or thumbs-down (WIT `thumb`).
@@ -70,56 +68,6 @@ impl QueueItem {
     }
 }
 
-impl Default for Event {
-    /// An event with empty text, no context and no signal.
-    ///
-    /// Why: tests and tools build events with struct-update syntax
-    /// (`Event { output: ..., ..Event::default() }`).
-    fn default() -> Self {
-        Event {
-            id: String::new(),
-            received_at: 0,
-            trace_id: None,
-            session_id: None,
-            user_id: None,
-            model: None,
-            prompt: None,
-            input: String::new(),
-            output: String::new(),
-            context: Vec::new(),
-            signal: Signal::None,
-            metadata: Vec::new(),
-        }
-    }
-}
-
-impl Event {
-    /// The free text of the feedback (correction, clarification or
-    /// comment), if the signal carries any.
-    ///
-    /// Why: most text heuristics look at "what the user wrote", whatever the
-    /// kind of signal.
-    pub fn feedback_text(&self) -> Option<&str> {
-        self.signal.text()
-    }
-
-    /// The first metadata value for `key`, if any.
-    ///
-    /// Why: metadata is an ordered list of pairs (keys may repeat), not a
-    /// map; this is the lookup nearly everyone wants.
-    pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the event carries any non-blank retrieved context.
-    ///
-    /// Why: grounding heuristics must tell "no context" (cannot judge) from
-    /// "context that does not support the answer".
-    pub fn has_context(&self) -> bool {
-        self.context.iter().any(|c| !c.trim().is_empty())
-    }
-}
-
 impl Signal {
     /// A stable, lower-case name for the kind of signal: `thumbs`, `rating`,
     /// `correction`, `clarification`, `comment` or `none`.
@@ -138,7 +86,7 @@ impl Signal {
 
     /// The text of a correction, clarification or comment.
     ///
-    /// Why: see [`Event::feedback_text`].
+    /// Why: see [`Event::feedback_text`](crate::Event::feedback_text).
     pub fn text(&self) -> Option<&str> {
         match self {
             Signal::Correction(t) | Signal::Clarification(t) | Signal::Comment(t) => Some(t),

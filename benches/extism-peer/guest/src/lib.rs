@@ -18,7 +18,7 @@
 
 use extism_pdk::{FnResult, Json, WithReturnCode, plugin_fn};
 use flywheel_model::{Feedback, Thumb};
-use flywheel_plugin::{Event, Rating, Score, Scorer, Signal};
+use flywheel_plugin::{Event, EventData, Rating, Score, Scorer, Signal};
 
 // The example plugins' source, unchanged (formatted in plugins/, with its own
 // rustfmt.toml). Items only their own tests use are dead here.
@@ -40,7 +40,7 @@ mod sensitive;
 /// The event as the host sends it, in the SDK's types: what a component guest gets
 /// from its bindings. Strings are moved, not copied.
 fn to_sdk(e: flywheel_model::Event) -> Event {
-    Event {
+    EventData {
         id: e.id,
         received_at: e.received_at,
         trace_id: e.trace_id,
@@ -65,6 +65,7 @@ fn to_sdk(e: flywheel_model::Event) -> Event {
         },
         metadata: e.metadata.into_iter().collect(),
     }
+    .into()
 }
 
 /// Run one scorer; a scorer's `Err` becomes an Extism error with return code 1.

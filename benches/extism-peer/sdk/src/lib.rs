@@ -4,10 +4,12 @@
 //! example plugins are written against `flywheel_plugin` (types, `config`, `log`,
 //! `text`, `Scorer`), whose wasm half is wit-bindgen bindings for the component
 //! model. This crate keeps the SDK's own source for everything that is logic
-//! (`text.rs`, `types.rs`, `config.rs`, `log.rs` are included verbatim from
-//! `plugins/sdk/src/` with `#[path]`) and replaces only the generated layer
-//! underneath: the WIT records become plain serde structs, and the `config` and
-//! `log` imports go to Extism's `config_get` and `log_*` host functions.
+//! (`text.rs`, `types.rs`, `event.rs`, `config.rs`, `log.rs` are included verbatim
+//! from `plugins/sdk/src/` with `#[path]`) and replaces only the generated layer
+//! underneath: the WIT records become plain serde structs, the `event` resource a
+//! type that is never constructed (Extism hands the guest the event's data, an
+//! `EventData`), and the `config` and `log` imports go to Extism's `config_get` and
+//! `log_*` host functions.
 //!
 //! `export_scorer!` only checks the trait here: the guest crate exports its
 //! functions with `#[plugin_fn]`.
@@ -25,8 +27,12 @@ pub mod text;
 #[rustfmt::skip]
 #[path = "../../../../plugins/sdk/src/types.rs"]
 mod types;
+#[rustfmt::skip]
+#[path = "../../../../plugins/sdk/src/event.rs"]
+mod event;
 
-pub use types::{Event, Prompt, PromptRef, Proposal, QueueItem, Rating, Route, Score, Signal, Thumb};
+pub use event::{Event, EventData};
+pub use types::{Prompt, PromptRef, Proposal, QueueItem, Rating, Route, Score, Signal, Thumb};
 
 /// As in the SDK: everything a typical plugin needs.
 pub mod prelude {
@@ -95,21 +101,48 @@ pub mod __private {
                         None,
                     }
 
-                    /// WIT `event`.
-                    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-                    pub struct Event {
-                        pub id: String,
-                        pub received_at: u64,
-                        pub trace_id: Option<String>,
-                        pub session_id: Option<String>,
-                        pub user_id: Option<String>,
-                        pub model: Option<String>,
-                        pub prompt: Option<PromptRef>,
-                        pub input: String,
-                        pub output: String,
-                        pub context: Vec<String>,
-                        pub signal: Signal,
-                        pub metadata: Vec<(String, String)>,
+                    /// WIT resource `event`: a host handle, which Extism has not got.
+                    /// Never constructed here (events arrive as data); its methods exist
+                    /// only so that the SDK's `event.rs` compiles unchanged.
+                    pub enum Event {}
+
+                    impl Event {
+                        pub fn id(&self) -> String {
+                            match *self {}
+                        }
+                        pub fn received_at(&self) -> u64 {
+                            match *self {}
+                        }
+                        pub fn trace_id(&self) -> Option<String> {
+                            match *self {}
+                        }
+                        pub fn session_id(&self) -> Option<String> {
+                            match *self {}
+                        }
+                        pub fn user_id(&self) -> Option<String> {
+                            match *self {}
+                        }
+                        pub fn model(&self) -> Option<String> {
+                            match *self {}
+                        }
+                        pub fn prompt(&self) -> Option<PromptRef> {
+                            match *self {}
+                        }
+                        pub fn input(&self) -> String {
+                            match *self {}
+                        }
+                        pub fn output(&self) -> String {
+                            match *self {}
+                        }
+                        pub fn context(&self) -> Vec<String> {
+                            match *self {}
+                        }
+                        pub fn signal(&self) -> Signal {
+                            match *self {}
+                        }
+                        pub fn metadata(&self) -> Vec<(String, String)> {
+                            match *self {}
+                        }
                     }
 
                     /// WIT `score`; serialised as `flywheel_model::Score` is.
@@ -205,8 +238,12 @@ pub mod __private {
 mod testing {
     use crate::log::Level;
 
-    pub(crate) fn fake_config_get(_key: &str) -> Option<String> {
-        None
+    pub(crate) fn fake_config_with<R>(_key: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+        f(None)
+    }
+
+    pub(crate) fn config_generation() -> u64 {
+        0
     }
 
     pub(crate) fn fake_config_entries() -> Vec<(String, String)> {

@@ -75,7 +75,7 @@ impl From<RegistryError> for ApiError {
 fn view(registry: &Registry, entry: &PluginEntry, full: bool) -> Value {
     let version_of = |hash: &Option<String>| {
         hash.as_ref().and_then(|h| entry.versions.iter().find(|v| &v.hash == h)).map(|v| {
-            json!({"hash": v.hash, "version": v.manifest.version, "stats": registry.stats(&v.hash)})
+            json!({"hash": v.hash, "version": v.manifest.version, "contract": registry.contract(&v.hash), "stats": registry.stats(&v.hash)})
         })
     };
     let mut out = json!({
@@ -97,6 +97,7 @@ fn view(registry: &Registry, entry: &PluginEntry, full: bool) -> Value {
                     "hash": v.hash,
                     "component_hash": v.component_hash,
                     "version": v.manifest.version,
+                    "contract": registry.contract(&v.hash),
                     "manifest": v.manifest,
                     "uploaded_at": v.uploaded_at,
                     "uploaded_by": v.uploaded_by,

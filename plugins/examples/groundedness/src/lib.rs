@@ -137,20 +137,20 @@ pub fn assess(event: &Event, settings: &Settings) -> Option<Score> {
 pub fn find(event: &Event) -> Findings<'_> {
     // Words are compared by the hash of their lower-cased light stem
     // (`text::stem_hash`): no lower-cased copy of any word is made.
-    let context_len: usize = event.context.iter().map(String::len).sum();
+    let context_len: usize = event.context().iter().map(String::len).sum();
     let mut context_words = TokenSet::with_capacity(context_len / 5);
-    context_words.extend_stems(event.context.iter().map(String::as_str));
+    context_words.extend_stems(event.context().iter().map(String::as_str));
     let mut context_numbers: Vec<Number<'_>> = Vec::new();
-    for passage in &event.context {
+    for passage in event.context() {
         context_numbers.extend(text::numbers(passage));
     }
-    context_numbers.extend(text::numbers(&event.input));
-    let mut input_words = TokenSet::with_capacity(event.input.len() / 5);
-    input_words.extend_stems([event.input.as_str()]);
+    context_numbers.extend(text::numbers(event.input()));
+    let mut input_words = TokenSet::with_capacity(event.input().len() / 5);
+    input_words.extend_stems([event.input()]);
 
     let mut content_words = 0;
     let mut supported_words = 0;
-    for word in text::raw_words(&event.output).filter(|w| text::is_content_word(w)) {
+    for word in text::raw_words(event.output()).filter(|w| text::is_content_word(w)) {
         content_words += 1;
         if context_words.contains_stem(word) {
             supported_words += 1;
@@ -158,8 +158,8 @@ pub fn find(event: &Event) -> Findings<'_> {
     }
 
     let mut unsupported_numbers: Vec<&str> = Vec::new();
-    for number in text::numbers(&event.output) {
-        if is_list_marker(&event.output, &number) || context_numbers.iter().any(|c| c.same_value(&number)) {
+    for number in text::numbers(event.output()) {
+        if is_list_marker(event.output(), &number) || context_numbers.iter().any(|c| c.same_value(&number)) {
             continue;
         }
         if !unsupported_numbers.contains(&number.text) {
@@ -168,7 +168,7 @@ pub fn find(event: &Event) -> Findings<'_> {
     }
 
     let mut unsupported_names: Vec<&str> = Vec::new();
-    for name in text::names(&event.output) {
+    for name in text::names(event.output()) {
         let supported = text::raw_words(name).all(|w| {
             let stem = text::stem_hash(w);
             context_words.contains_hash(stem) || input_words.contains_hash(stem)
@@ -231,24 +231,24 @@ fn reason(f: &Findings<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flywheel_plugin::testing;
+    use flywheel_plugin::{EventData, testing};
 
     const CONTEXT: &str = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. \
         It is 330 metres tall and was designed by the engineering company of Gustave Eiffel. \
         About 7 million people visit the tower each year.";
 
-    fn event(output: &str) -> Event {
-        Event {
+    fn event(output: &str) -> EventData {
+        EventData {
             id: "01J0000000000000000000001".into(),
             input: "When was the Eiffel Tower built and how tall is it?".into(),
             output: output.into(),
             context: vec![CONTEXT.into()],
-            ..Event::default()
+            ..EventData::default()
         }
     }
 
     fn score(output: &str) -> Score {
-        let mut s = Groundedness::score(event(output)).expect("ok");
+        let mut s = Groundedness::score(event(output).into()).expect("ok");
         assert_eq!(s.len(), 1, "one score for {output:?}");
         s.remove(0)
     }
@@ -286,10 +286,11 @@ mod tests {
     fn reformatted_numbers_and_input_echoes_are_supported() {
         let mut e = event("Roughly 7,000,000 visitors come yearly; the tower stands 330 metres.");
         e.context = vec!["About 7000000 people visit the tower each year. It stands 330 metres.".into()];
+        let e: Event = e.into();
         let f = find(&e);
         assert!(f.unsupported_numbers.is_empty(), "{f:?}");
         // A name from the question is not a hallucination.
-        let e = event("Yes, the Eiffel Tower was completed in 1889.");
+        let e: Event = event("Yes, the Eiffel Tower was completed in 1889.").into();
         let f = find(&e);
         assert!(
             f.unsupported_names.is_empty() && f.unsupported_numbers.is_empty(),
@@ -299,7 +300,8 @@ mod tests {
 
     #[test]
     fn list_markers_are_not_claims() {
-        let e = event("Facts:\n1. Completed in 1889.\n2. Designed by Gustave Eiffel.\n3) Height 330 metres.");
+        let e: Event =
+            event("Facts:\n1. Completed in 1889.\n2. Designed by Gustave Eiffel.\n3) Height 330 metres.").into();
         let f = find(&e);
         assert!(f.unsupported_numbers.is_empty(), "{f:?}");
     }
@@ -319,11 +321,11 @@ mod tests {
     fn cannot_judge_without_context_or_content() {
         let mut e = event("The Eiffel Tower is 330 metres tall.");
         e.context = vec!["   ".into()];
-        assert!(Groundedness::score(e).expect("ok").is_empty());
-        assert!(Groundedness::score(event("Yes.")).expect("ok").is_empty());
+        assert!(Groundedness::score(e.into()).expect("ok").is_empty());
+        assert!(Groundedness::score(event("Yes.").into()).expect("ok").is_empty());
         testing::set_config(&[("min-content-words", "50")]);
         assert!(
-            Groundedness::score(event("The Eiffel Tower is 330 metres tall."))
+            Groundedness::score(event("The Eiffel Tower is 330 metres tall.").into())
                 .expect("ok")
                 .is_empty()
         );

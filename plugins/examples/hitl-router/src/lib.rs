@@ -171,7 +171,7 @@ pub fn decide(event: &Event, scores: &[Score], settings: &Settings) -> Route {
                 settings.groundedness_threshold
             ));
         }
-        let (priority, notes) = labeling_priority(&event.signal, satisfaction, groundedness, settings);
+        let (priority, notes) = labeling_priority(event.signal(), satisfaction, groundedness, settings);
         let mut reason = why.join("; ");
         if !notes.is_empty() {
             reason.push_str(&format!(" ({})", notes.join(", ")));
@@ -179,7 +179,7 @@ pub fn decide(event: &Event, scores: &[Score], settings: &Settings) -> Route {
         return Route::Label(QueueItem::new(&settings.labeling_queue, priority, reason));
     }
 
-    if in_qa_sample(&event.id, settings.qa_sample_rate) {
+    if in_qa_sample(event.id(), settings.qa_sample_rate) {
         let reason = format!(
             "QA sample: {:.1}% of accepted traffic, chosen by event id",
             settings.qa_sample_rate * 100.0
@@ -249,16 +249,17 @@ fn to_priority(p: f64) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flywheel_plugin::{Thumb, testing};
+    use flywheel_plugin::{EventData, Thumb, testing};
 
     fn event(id: &str, signal: Signal) -> Event {
-        Event {
+        EventData {
             id: id.into(),
             input: "Can I take ibuprofen with my blood pressure pills?".into(),
             output: "Yes, 400 mg is fine.".into(),
             signal,
-            ..Event::default()
+            ..EventData::default()
         }
+        .into()
     }
 
     fn s(name: &str, value: f64, label: Option<&str>) -> Score {

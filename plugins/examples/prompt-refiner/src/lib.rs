@@ -229,8 +229,8 @@ pub fn detect(event: &Event, settings: &Settings) -> Vec<Pattern> {
             found.push(p);
         }
     };
-    if let Signal::Correction(correction) = &event.signal {
-        let answer_words = text::word_count(&event.output);
+    if let Signal::Correction(correction) = event.signal() {
+        let answer_words = text::word_count(event.output());
         let correction_words = text::word_count(correction);
         if answer_words >= 30 && (correction_words as f64) <= settings.short_correction_ratio * answer_words as f64 {
             add(Pattern::TooLong);
@@ -239,7 +239,7 @@ pub fn detect(event: &Event, settings: &Settings) -> Vec<Pattern> {
     if context_overlap(event).is_some_and(|overlap| overlap < settings.overlap_threshold) {
         add(Pattern::Ungrounded);
     }
-    if format_missed(&event.input, &event.output) {
+    if format_missed(event.input(), event.output()) {
         add(Pattern::WrongFormat);
     }
     found.sort();
@@ -254,11 +254,11 @@ pub fn context_overlap(event: &Event) -> Option<f64> {
         return None;
     }
     let mut context = text::TokenSet::new();
-    for passage in &event.context {
+    for passage in event.context() {
         context.extend_mapped(passage, text::light_stem);
     }
     let (mut total, mut hits) = (0usize, 0usize);
-    for w in text::content_words(&event.output) {
+    for w in text::content_words(event.output()) {
         total += 1;
         hits += usize::from(context.contains(text::light_stem(&w)));
     }
@@ -308,14 +308,14 @@ pub fn propose(prompt: &Prompt, failures: &[Event], settings: &Settings) -> Opti
     // One entry per distinct event id, so a replayed event counts once and
     // input order does not matter.
     let mut events: Vec<&Event> = failures.iter().collect();
-    events.sort_by(|a, b| a.id.cmp(&b.id));
-    events.dedup_by(|a, b| a.id == b.id);
+    events.sort_by(|a, b| a.id().cmp(b.id()));
+    events.dedup_by(|a, b| a.id() == b.id());
 
     let mut by_pattern: Vec<(Pattern, Vec<&str>)> = Pattern::ALL.iter().map(|&p| (p, Vec::new())).collect();
     for event in &events {
         for p in detect(event, settings) {
             if let Some((_, ids)) = by_pattern.iter_mut().find(|(q, _)| *q == p) {
-                ids.push(&event.id);
+                ids.push(event.id());
             }
         }
     }
@@ -415,7 +415,7 @@ fn insert_block(template: &mut String, bullets: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flywheel_plugin::{Thumb, testing};
+    use flywheel_plugin::{EventData, Thumb, testing};
 
     const LONG_ANSWER: &str = "Resetting your password is a common task that many users need to perform from time to time. \
         First, you should consider why you want to reset it, and whether your account might have been compromised. \
@@ -430,13 +430,14 @@ mod tests {
     }
 
     fn ev(id: &str, input: &str, output: &str, signal: Signal) -> Event {
-        Event {
+        EventData {
             id: id.into(),
             input: input.into(),
             output: output.into(),
             signal,
-            ..Event::default()
+            ..EventData::default()
         }
+        .into()
     }
 
     fn too_long(id: &str) -> Event {
@@ -477,8 +478,10 @@ mod tests {
             "q",
             "Bananas contain potassium and are a popular healthy breakfast fruit worldwide.",
             Signal::Thumbs(Thumb::Down),
-        );
+        )
+        .to_data();
         off_context.context = vec!["Password resets are done from the Security page in Settings.".into()];
+        let off_context: Event = off_context.into();
         assert_eq!(detect(&off_context, &s), [Pattern::Ungrounded]);
         let json = ev(
             "f",

@@ -23,7 +23,7 @@ pub struct Satisfaction;
 impl Scorer for Satisfaction {
     fn score(event: Event) -> Result<Vec<Score>, String> {
         let settings = SETTINGS.with(|m| m.get_or_init(Settings::from_config));
-        Ok(score_signal(&event.signal, &settings)?.into_iter().collect())
+        Ok(score_signal(event.signal(), &settings)?.into_iter().collect())
     }
 }
 
@@ -271,16 +271,19 @@ fn find_phrase_at(lower: &str, starts: &[usize], phrase: &str) -> Option<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flywheel_plugin::testing;
+    use flywheel_plugin::{EventData, testing};
 
     fn score(signal: Signal) -> Result<Vec<Score>, String> {
-        Satisfaction::score(Event {
-            id: "01J0000000000000000000000".into(),
-            input: "How do I reset my password?".into(),
-            output: "Open Settings, then Security, then Reset password.".into(),
-            signal,
-            ..Event::default()
-        })
+        Satisfaction::score(
+            EventData {
+                id: "01J0000000000000000000000".into(),
+                input: "How do I reset my password?".into(),
+                output: "Open Settings, then Security, then Reset password.".into(),
+                signal,
+                ..EventData::default()
+            }
+            .into(),
+        )
     }
 
     fn one(signal: Signal) -> Score {

@@ -236,7 +236,7 @@ pub struct PiiFinding {
 /// Score one event.
 pub fn assess(event: &Event, settings: &Settings) -> Score {
     let mut pii: Vec<(PiiFinding, &str)> = Vec::new();
-    for (field, where_) in [(&event.output, "answer"), (&event.input, "input")] {
+    for (field, where_) in [(event.output(), "answer"), (event.input(), "input")] {
         for f in find_pii(field, &settings.pii) {
             if !pii.iter().any(|(p, _)| p == &f) {
                 pii.push((f, where_));
@@ -245,7 +245,7 @@ pub fn assess(event: &Event, settings: &Settings) -> Score {
     }
     // Each text is matched once against every cue of every topic.
     let lexicon = CueLexicon::get();
-    let (in_output, in_input) = (lexicon.find(&event.output), lexicon.find(&event.input));
+    let (in_output, in_input) = (lexicon.find(event.output()), lexicon.find(event.input()));
     let mut topics: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for topic in &settings.topics {
         let (w_out, mut cues) = in_output.topic(topic);
@@ -670,15 +670,16 @@ pub fn luhn_valid(digits: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flywheel_plugin::testing;
+    use flywheel_plugin::{EventData, testing};
 
     fn event(input: &str, output: &str) -> Event {
-        Event {
+        EventData {
             id: "01J0000000000000000000002".into(),
             input: input.into(),
             output: output.into(),
-            ..Event::default()
+            ..EventData::default()
         }
+        .into()
     }
 
     fn score(input: &str, output: &str) -> Score {

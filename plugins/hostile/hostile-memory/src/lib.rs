@@ -32,7 +32,7 @@ impl Scorer for HostileMemory {
 /// (e.g. the host's `smoke-` fixtures), so the fixture passes an upload's smoke call
 /// and misbehaves on real traffic: a bug the fixtures did not catch. Unset: never.
 fn spared(event: &Event) -> bool {
-    flywheel_plugin::config::get("spare-ids-with-prefix").is_some_and(|p| !p.is_empty() && event.id.starts_with(&p))
+    flywheel_plugin::config::get("spare-ids-with-prefix").is_some_and(|p| !p.is_empty() && event.id().starts_with(&p))
 }
 
 flywheel_plugin::export_scorer!(HostileMemory);
