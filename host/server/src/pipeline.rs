@@ -600,17 +600,18 @@ fn processed_counter(route: &'static str) -> metrics::Counter {
         .unwrap_or_else(|| metrics::counter!("flywheel_events_processed_total", "route" => route))
 }
 
-/// At most this many outcomes go into one store transaction.
+/// At most this many outcomes are handed to the store at once.
 const MAX_COMPLETE_BATCH: usize = 64;
 /// A worker stops taking more jobs into a batch after this long, so that a slow plugin
 /// set does not hold finished outcomes back for long.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 
-fn worker(shared: &Shared, rx: &Receiver<Job>) {
-    let mut batch: Vec<(Event, Outcome, Instant)> = Vec::with_capacity(MAX_COMPLETE_BATCH);
+fn worker(shared: &Arc<Shared>, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
-        // Decide jobs while more are waiting, then record their outcomes in one
-        // transaction: under load the store cost is paid once per batch, not per event.
+        // Decide jobs while more are waiting, then hand their outcomes to the store in
+        // one request: they join its next group commit, and the worker goes on deciding
+        // while they are written.
+        let mut batch: Vec<(Event, Outcome, Instant)> = Vec::with_capacity(MAX_COMPLETE_BATCH);
         let opened = Instant::now();
         let mut next = Some(job);
         while let Some(job) = next.take() {
@@ -621,48 +622,35 @@ fn worker(shared: &Shared, rx: &Receiver<Job>) {
                 next = rx.try_recv().ok();
             }
         }
-        // Behind (a full batch, or more waiting): one transaction for the batch, so the
-        // worker is not queued behind the committer once per event. Keeping up: one
-        // compare-and-swap per event, which costs less.
-        let behind = batch.len() >= MAX_COMPLETE_BATCH || !rx.is_empty();
-        complete_batch(shared, &mut batch, behind);
+        complete_batch(shared, batch);
     }
 }
 
-/// Store a batch of decided events; errors are logged in `finish` and the events stay
-/// pending for the sweeper.
-fn complete_batch(shared: &Shared, batch: &mut Vec<(Event, Outcome, Instant)>, behind: bool) {
-    let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
-    let recorded = if behind {
-        shared.store.complete_all(&items)
-    } else {
-        shared.store.complete_each(&items)
-    };
-    match recorded {
-        Ok(done) if done.len() == batch.len() => {
-            // Recorded: these events are out of the workers' hands, and a sweep would now
-            // find their outcomes and skip them.
-            {
-                let mut queued = shared.queued.lock();
-                for (event, _, _) in batch.iter() {
-                    queued.remove(&event.id);
-                }
-            }
-            for ((event, outcome, started), result) in batch.drain(..).zip(done) {
-                let _ = finish(shared, &event, outcome, Ok(result), started);
-            }
-        }
-        // One bad item (or a store error) sinks a batch: retry one by one, so each event
-        // gets its own result and error. One that still fails stays pending, and the
-        // sweeper may queue it again once it is released here.
-        _ => {
-            for (event, outcome, started) in batch.drain(..) {
-                let result = shared.store.complete(&event.id, &outcome);
-                shared.queued.lock().remove(&event.id);
-                let _ = finish(shared, &event, outcome, result, started);
-            }
-        }
+/// Hand a batch of decided events to the store. Once their outcomes are durable (on the
+/// store's committer thread), they are counted and released from the workers' hands;
+/// one the store refused is logged in `finish` and stays pending for the sweeper.
+fn complete_batch(shared: &Arc<Shared>, batch: Vec<(Event, Outcome, Instant)>) {
+    let mut items = Vec::with_capacity(batch.len());
+    let mut rest = Vec::with_capacity(batch.len());
+    for (event, outcome, started) in batch {
+        items.push((event.id.clone(), outcome));
+        rest.push((event, started));
     }
+    let owner = shared.clone();
+    shared.store.complete_with(items, move |items, results| {
+        let shared = &*owner;
+        {
+            // Recorded (or refused): out of the workers' hands, so a sweep may pick up
+            // one that is still pending, and skips the others (they have outcomes).
+            let mut queued = shared.queued.lock();
+            for (event, _) in &rest {
+                queued.remove(&event.id);
+            }
+        }
+        for (((event, started), (_, outcome)), result) in rest.into_iter().zip(items).zip(results) {
+            let _ = finish(shared, &event, outcome, result, started);
+        }
+    });
 }
 
 /// Picks up events that are pending in the store but in no queue: at start-up

@@ -1,6 +1,12 @@
-//! The append hot path: one committer thread takes every waiting append request as a
-//! batch, writes it in one transaction, flushes once (durable mode) and then replies to
-//! each request. It owns event insertion; it must never reply before its flush.
+//! The write hot path: one committer thread takes every waiting request as a batch
+//! (appends of new events, and the pipeline's outcomes for processed ones), writes it in
+//! one transaction, flushes once (durable mode) and then replies to each request. It
+//! owns event insertion and outcome recording; it must never reply before its flush.
+//!
+//! Outcomes ride on the same group commit as appends because a sled transaction of its
+//! own cost far more than the writes in it (each one rolls sled's log buffer): recording
+//! an outcome with a queue item in its own transaction cost tens of microseconds, in a
+//! shared one only its inserts.
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,6 +21,8 @@ use sled::transaction::ConflictableTransactionError;
 
 use crate::codec;
 use crate::error::{Result, StoreError, from_tx};
+use crate::events::Completion;
+use crate::queue::QueueItem;
 use crate::{Counters, EVENTS_COUNTER, Store, Trees};
 
 /// What happened to one event of an append, in the order the events were given.
@@ -38,13 +46,59 @@ impl Appended {
 }
 
 type Reply = Box<dyn FnOnce(Result<Vec<Appended>>, Vec<Event>) + Send>;
+type CompleteReply = Box<dyn FnOnce(Result<Vec<Completion>>) + Send>;
 
-pub(crate) struct Request {
-    events: Vec<Event>,
-    reply: Reply,
+pub(crate) enum Request {
+    Append {
+        events: Vec<Event>,
+        reply: Reply,
+    },
+    Complete {
+        items: Vec<PreparedOutcome>,
+        reply: CompleteReply,
+    },
 }
 
-/// At most this many events go into one transaction; more waiting requests go next.
+impl Request {
+    /// How many writes the request adds to a batch.
+    fn size(&self) -> usize {
+        match self {
+            Request::Append { events, .. } => events.len(),
+            Request::Complete { items, .. } => items.len(),
+        }
+    }
+
+    /// Answer with an error, without writing anything.
+    fn refuse(self, e: StoreError) {
+        match self {
+            Request::Append { events, reply } => reply(Err(e), events),
+            Request::Complete { reply, .. } => reply(Err(e)),
+        }
+    }
+}
+
+/// An outcome encoded (with its queue item, if any) ahead of the transaction, by the
+/// thread that recorded it.
+pub(crate) struct PreparedOutcome {
+    pub id: String,
+    pub outcome: Vec<u8>,
+    pub item: Option<PreparedItem>,
+}
+
+/// A queue item with its `queue` key and value.
+pub(crate) struct PreparedItem {
+    pub item: QueueItem,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// What one request of a batch came to.
+enum Done {
+    Appended(Vec<Appended>),
+    Completed(Vec<Completion>),
+}
+
+/// At most this many writes go into one transaction; more waiting requests go next.
 const MAX_BATCH_EVENTS: usize = 1024;
 
 impl Store {
@@ -85,10 +139,14 @@ impl Store {
             };
             return reply(Err(err), events);
         }
+        self.send(Request::Append { events, reply }, block);
+    }
+
+    /// Queue `request` for the committer (`block`: wait for room), or refuse it.
+    pub(crate) fn send(&self, request: Request, block: bool) {
         let Some(sender) = &self.inner.requests else {
-            return reply(Err(StoreError::Closed), events);
+            return request.refuse(StoreError::Closed);
         };
-        let request = Request { events, reply };
         let refused = if block {
             sender
                 .send(request)
@@ -102,7 +160,7 @@ impl Store {
             }
         };
         if let Some((request, err)) = refused {
-            (request.reply)(Err(err), request.events);
+            request.refuse(err);
         }
     }
 }
@@ -128,12 +186,12 @@ struct Prepared {
 impl Committer {
     pub fn run(mut self, requests: Receiver<Request>) {
         while let Ok(first) = requests.recv() {
-            let mut size = first.events.len();
+            let mut size = first.size();
             let mut batch = vec![first];
             while size < MAX_BATCH_EVENTS {
                 match requests.try_recv() {
                     Ok(r) => {
-                        size += r.events.len();
+                        size += r.size();
                         batch.push(r);
                     }
                     Err(_) => break,
@@ -147,6 +205,10 @@ impl Committer {
     }
 
     fn commit(&mut self, mut batch: Vec<Request>) {
+        let appends = batch
+            .iter()
+            .filter(|r| matches!(r, Request::Append { .. }))
+            .count();
         let result = self.write(&mut batch).and_then(|r| {
             if self.durable {
                 self.db.flush()?;
@@ -157,11 +219,11 @@ impl Committer {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(appends as u64, Ordering::Relaxed);
         match result {
             Ok(results) => {
-                for (request, appended) in batch.into_iter().zip(results) {
-                    answer(request, Ok(appended));
+                for (request, done) in batch.into_iter().zip(results) {
+                    answer(request, Ok(done));
                 }
             }
             Err(e) => {
@@ -173,50 +235,98 @@ impl Committer {
         }
     }
 
-    /// Writes one batch in one transaction; returns each request's per-event results.
-    fn write(&mut self, batch: &mut [Request]) -> Result<Vec<Vec<Appended>>> {
+    /// Writes one batch in one transaction; returns what each request came to.
+    fn write(&mut self, batch: &mut [Request]) -> Result<Vec<Done>> {
         let mut prepared = Vec::with_capacity(batch.len());
         for request in batch.iter_mut() {
-            let mut encoded = Vec::with_capacity(request.events.len());
-            for event in &mut request.events {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                // Arrival time never goes back (a request stamped a moment before one that
-                // committed first, or the clock stepping back), so `log` keys only grow.
-                event.received_at = event.received_at.max(self.last_time);
-                self.last_time = event.received_at;
-                encoded.push(Prepared {
-                    log_key: codec::log_key(event.received_at, seq),
-                    value: codec::encode_event(seq, event, &[])?,
-                });
+            let mut encoded = Vec::new();
+            if let Request::Append { events, .. } = request {
+                for event in events.iter_mut() {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    // Arrival time never goes back (a request stamped a moment before one
+                    // that committed first, or the clock stepping back), so `log` keys only
+                    // grow.
+                    event.received_at = event.received_at.max(self.last_time);
+                    self.last_time = event.received_at;
+                    encoded.push(Prepared {
+                        log_key: codec::log_key(event.received_at, seq),
+                        value: codec::encode_event(seq, event, &[])?,
+                    });
+                }
             }
             prepared.push(encoded);
         }
 
         let t = &self.trees;
-        let (results, accepted, total) = from_tx((&t.events, &t.log, &t.counters).transaction(
-            |(events, log, counters)| {
+        let trees = (
+            &t.events,
+            &t.log,
+            &t.counters,
+            &t.outcomes,
+            &t.queue,
+            &t.queue_depth,
+        );
+        let (results, accepted, total) = from_tx(trees.transaction(
+            |(events, log, counters, outcomes, queue, depth)| {
+                let abort = ConflictableTransactionError::Abort;
                 let mut seen = HashSet::new();
+                let mut recorded = HashSet::new();
                 let mut accepted = 0u64;
+                // Queue depths are added up per queue and written once per batch.
+                let mut added: Vec<(&str, u64)> = Vec::new();
                 let mut results = Vec::with_capacity(batch.len());
                 for (request, encoded) in batch.iter().zip(&prepared) {
-                    let mut appended = Vec::with_capacity(encoded.len());
-                    for (event, p) in request.events.iter().zip(encoded) {
-                        let id = event.id.as_str();
-                        if !seen.insert(id) || events.get(id)?.is_some() {
-                            appended.push(Appended::Duplicate { id: id.to_owned() });
-                            continue;
+                    match request {
+                        Request::Append { events: evs, .. } => {
+                            let mut appended = Vec::with_capacity(encoded.len());
+                            for (event, p) in evs.iter().zip(encoded) {
+                                let id = event.id.as_str();
+                                if !seen.insert(id) || events.get(id)?.is_some() {
+                                    appended.push(Appended::Duplicate { id: id.to_owned() });
+                                    continue;
+                                }
+                                events.insert(id, p.value.as_slice())?;
+                                log.insert(&p.log_key, id)?;
+                                accepted += 1;
+                                appended.push(Appended::Accepted { id: id.to_owned() });
+                            }
+                            results.push(Done::Appended(appended));
                         }
-                        events.insert(id, p.value.as_slice())?;
-                        log.insert(&p.log_key, id)?;
-                        accepted += 1;
-                        appended.push(Appended::Accepted { id: id.to_owned() });
+                        Request::Complete { items, .. } => {
+                            let mut done = Vec::with_capacity(items.len());
+                            for p in items {
+                                let id = p.id.as_str();
+                                if !recorded.insert(id) || outcomes.get(id)?.is_some() {
+                                    done.push(Completion::AlreadyProcessed);
+                                    continue;
+                                }
+                                outcomes.insert(id, p.outcome.as_slice())?;
+                                if let Some(item) = &p.item {
+                                    queue.insert(item.key.as_slice(), item.value.as_slice())?;
+                                    let q = item.item.queue.as_str();
+                                    match added.iter_mut().find(|(name, _)| *name == q) {
+                                        Some((_, n)) => *n += 1,
+                                        None => added.push((q, 1)),
+                                    }
+                                }
+                                done.push(Completion::Completed {
+                                    queue_item: p.item.as_ref().map(|i| i.item.clone()),
+                                });
+                            }
+                            results.push(Done::Completed(done));
+                        }
                     }
-                    results.push(appended);
+                }
+                for (q, n) in added {
+                    let before = match depth.get(q)? {
+                        Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
+                        None => 0,
+                    };
+                    depth.insert(q, &(before + n).to_be_bytes())?;
                 }
                 let before = match counters.get(EVENTS_COUNTER)? {
-                    Some(v) => codec::decode_u64("events counter", &v)
-                        .map_err(ConflictableTransactionError::Abort)?,
+                    Some(v) => codec::decode_u64("events counter", &v).map_err(abort)?,
                     None => 0,
                 };
                 let total = before + accepted;
@@ -237,9 +347,24 @@ impl Committer {
 }
 
 /// Runs a reply closure; a panicking one must not take the committer down with it.
-fn answer(request: Request, result: Result<Vec<Appended>>) {
-    let Request { events, reply } = request;
-    if catch_unwind(AssertUnwindSafe(move || reply(result, events))).is_err() {
-        tracing::error!("an append reply callback panicked");
+fn answer(request: Request, result: Result<Done>) {
+    let ran = match request {
+        Request::Append { events, reply } => {
+            let result = result.and_then(|d| match d {
+                Done::Appended(a) => Ok(a),
+                Done::Completed(_) => Err(StoreError::corrupt("an append got completions")),
+            });
+            catch_unwind(AssertUnwindSafe(move || reply(result, events)))
+        }
+        Request::Complete { reply, .. } => {
+            let result = result.and_then(|d| match d {
+                Done::Completed(c) => Ok(c),
+                Done::Appended(_) => Err(StoreError::corrupt("a completion got appends")),
+            });
+            catch_unwind(AssertUnwindSafe(move || reply(result)))
+        }
+    };
+    if ran.is_err() {
+        tracing::error!("a store reply callback panicked");
     }
 }

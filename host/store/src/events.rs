@@ -1,18 +1,17 @@
 //! Reading events back and recording what the pipeline made of them: `get`, `pending`,
-//! `complete` (the outcome, with its queue item in one transaction), and the
-//! filtered listings `list` (newest first, paged) and `scan` (oldest first, streamed).
-//! It never inserts events; only the committer does, and it never rewrites one: an
-//! outcome goes into its own tree.
+//! `complete` (the outcome with its queue item, encoded here and written by the
+//! committer in its group commit), and the filtered listings `list` (newest first,
+//! paged) and `scan` (oldest first, streamed). It never inserts events, and it never
+//! rewrites one: an outcome goes into its own tree.
 
 use std::ops::Bound;
 
 use flywheel_model::{EventRecord, EventStatus, Outcome};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 
 use crate::codec;
-use crate::error::{Result, StoreError, from_tx};
+use crate::committer::{PreparedItem, PreparedOutcome, Request};
+use crate::error::{Result, StoreError};
 use crate::queue::{self, QueueItem};
 use crate::{Store, Trees};
 
@@ -190,134 +189,129 @@ impl Store {
     }
 
     /// Records the pipeline's outcome for a pending event, atomically with queueing it
-    /// for label/review routes. Does not flush: a lost completion leaves the event
-    /// pending, and it is processed again.
+    /// for label/review routes, and returns once it is durable (in durable mode). Blocks
+    /// until the committer has written it; see [`Store::complete_with`].
     pub fn complete(&self, id: &str, outcome: &Outcome) -> Result<Completion> {
-        let mut done = self.complete_each(&[(id, outcome)])?;
+        let mut done = self.complete_all(&[(id, outcome)])?;
         done.pop()
-            .ok_or_else(|| StoreError::corrupt("complete_each returned no result"))
+            .ok_or_else(|| StoreError::corrupt("complete_all returned no result"))
     }
 
-    /// [`Store::complete`] for many events in one transaction, which is what lets the
-    /// pipeline keep up with group-committed ingest when it is behind: sled's write lock
-    /// is taken once per batch, where one compare-and-swap per event would each wait
-    /// behind the committer's transactions (under batch overload the pipeline then fell to
-    /// a third of the acknowledged rate, even with no plugins). The whole batch is checked
+    /// [`Store::complete`] for many events, in one transaction. The whole batch is checked
     /// first: if any event is unknown or names a bad queue, nothing is recorded and the
-    /// error is returned (complete them one by one to find which). Each event's outcome is
-    /// recorded once. Results are in the order given; an id given twice is
-    /// `AlreadyProcessed` the second time.
+    /// error is returned. Each event's outcome is recorded once: results are in the order
+    /// given, and an id given twice (or already processed) is `AlreadyProcessed`.
     pub fn complete_all(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
-        self.record_outcomes(items, items.len() > 1)
+        let prepared = items
+            .iter()
+            .map(|(id, outcome)| self.prepare_outcome(id, outcome))
+            .collect::<Result<Vec<_>>>()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(
+            Request::Complete {
+                items: prepared,
+                reply: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+            true,
+        );
+        rx.recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::complete_all`] with one compare-and-swap per outcome that queues nothing
-    /// (those that do still share one transaction): about 40 % cheaper per event than the
-    /// transaction while nothing else contends for sled's write lock, i.e. while the
-    /// pipeline keeps up. Checked first in the same way; each outcome is recorded once.
-    pub fn complete_each(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
-        // The swaps run before the transaction, so an id given twice would not be decided
-        // in the order given; such a batch (never the pipeline's) takes the transaction.
-        let mut seen = std::collections::HashSet::with_capacity(items.len());
-        let repeated = !items.iter().all(|(id, _)| seen.insert(*id));
-        self.record_outcomes(items, repeated)
-    }
-
-    fn record_outcomes(&self, items: &[(&str, &Outcome)], one_tx: bool) -> Result<Vec<Completion>> {
-        let t = self.trees();
+    /// Records outcomes without waiting for them: they join the committer's next group
+    /// commit (one transaction and one flush with the appends waiting then), and `reply`
+    /// runs on the committer thread once they are durable, with the items back (so the
+    /// caller need not copy them) and one result per item, in order. It blocks only while the committer's queue is full (back-pressure on the
+    /// pipeline). Keep `reply` short, and never call a blocking store method from it (the
+    /// committer would wait on itself). An item that is unknown or names a bad queue gets
+    /// its error and the others are recorded; if the store is closed, every item gets
+    /// the error, at once, on the calling thread.
+    ///
+    /// Why: this is how the pipeline records outcomes. A sled transaction of its own per
+    /// outcome (or per small batch) cost more than the writes in it.
+    pub fn complete_with(
+        &self,
+        items: Vec<(String, Outcome)>,
+        reply: impl FnOnce(Vec<(String, Outcome)>, Vec<Result<Completion>>) + Send + 'static,
+    ) {
+        let mut failed: Vec<(usize, StoreError)> = Vec::new();
         let mut prepared = Vec::with_capacity(items.len());
-        for (id, outcome) in items {
-            if !t.events.contains_key(id)? {
-                return Err(StoreError::NotFound {
-                    id: (*id).to_owned(),
-                });
-            }
-            let item = match outcome.route.queue() {
-                Some(target) => {
-                    codec::check_name(&target.queue)?;
-                    let ulid = self.next_ulid();
-                    let item = QueueItem {
-                        id: ulid.to_string(),
-                        queue: target.queue.clone(),
-                        event_id: (*id).to_owned(),
-                        action: outcome.route.action().to_owned(),
-                        priority: target.priority,
-                        reason: target.reason.clone(),
-                        created_at: ulid.timestamp_ms(),
-                    };
-                    let key = queue::item_key(&item);
-                    let value = codec::encode(&item)?;
-                    Some((item, key, value))
-                }
-                None => None,
-            };
-            let set = t.plugin_sets.id_for(&outcome.plugins)?;
-            prepared.push((*id, codec::encode_outcome(outcome, set)?, item));
-        }
-        let mut done = vec![false; prepared.len()];
-        if !one_tx {
-            for (i, (id, outcome, item)) in prepared.iter().enumerate() {
-                if item.is_none() {
-                    let swapped = t.outcomes.compare_and_swap(
-                        *id,
-                        None as Option<&[u8]>,
-                        Some(outcome.as_slice()),
-                    )?;
-                    done[i] = swapped.is_ok();
-                }
+        for (i, (id, outcome)) in items.iter().enumerate() {
+            match self.prepare_outcome(id, outcome) {
+                Ok(p) => prepared.push(p),
+                Err(e) => failed.push((i, e)),
             }
         }
-        if one_tx || prepared.iter().any(|p| p.2.is_some()) {
-            let recorded = from_tx((&t.outcomes, &t.queue, &t.queue_depth).transaction(
-                |(outcomes, queue, depth)| {
-                    let abort = ConflictableTransactionError::Abort;
-                    let mut recorded = Vec::new();
-                    // Depths are added up per queue and written once per batch.
-                    let mut added: Vec<(&str, u64)> = Vec::new();
-                    for (i, (id, outcome, item)) in prepared.iter().enumerate() {
-                        if !one_tx && item.is_none() {
-                            continue; // recorded above
-                        }
-                        if outcomes.get(id)?.is_some() {
-                            continue;
-                        }
-                        outcomes.insert(*id, outcome.as_slice())?;
-                        if let Some((item, key, value)) = item {
-                            queue.insert(key.as_slice(), value.as_slice())?;
-                            match added.iter_mut().find(|(q, _)| *q == item.queue) {
-                                Some((_, n)) => *n += 1,
-                                None => added.push((&item.queue, 1)),
-                            }
-                        }
-                        recorded.push(i);
-                    }
-                    for (queue_name, n) in added {
-                        let before = match depth.get(queue_name)? {
-                            Some(v) => codec::decode_u64("queue depth", &v).map_err(abort)?,
-                            None => 0,
-                        };
-                        depth.insert(queue_name, &(before + n).to_be_bytes())?;
-                    }
-                    Ok(recorded)
-                },
-            ))?;
-            for i in recorded {
-                done[i] = true;
+        let n = items.len();
+        let merge = move |sent: Result<Vec<Completion>>| -> Vec<Result<Completion>> {
+            let mut sent = match sent {
+                Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => (0..n - failed.len()).map(|_| Err(e.clone())).collect(),
             }
+            .into_iter();
+            let mut failed = failed.into_iter().peekable();
+            (0..n)
+                .map(|i| match failed.peek() {
+                    Some((at, _)) if *at == i => failed.next().map_or_else(
+                        || Err(StoreError::corrupt("lost a completion")),
+                        |(_, e)| Err(e),
+                    ),
+                    _ => sent
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::corrupt("lost a completion"))),
+                })
+                .collect()
+        };
+        if prepared.is_empty() {
+            let results = merge(Ok(Vec::new()));
+            return reply(items, results);
         }
-        Ok(done
-            .into_iter()
-            .zip(prepared)
-            .map(|(done, (_, _, item))| {
-                if done {
-                    Completion::Completed {
-                        queue_item: item.map(|(i, _, _)| i),
-                    }
-                } else {
-                    Completion::AlreadyProcessed
-                }
-            })
-            .collect())
+        self.send(
+            Request::Complete {
+                items: prepared,
+                reply: Box::new(move |r| {
+                    let results = merge(r);
+                    reply(items, results);
+                }),
+            },
+            true,
+        );
+    }
+
+    /// Check and encode one outcome (and its queue item) for the committer.
+    fn prepare_outcome(&self, id: &str, outcome: &Outcome) -> Result<PreparedOutcome> {
+        let t = self.trees();
+        if !t.events.contains_key(id)? {
+            return Err(StoreError::NotFound { id: id.to_owned() });
+        }
+        let item = match outcome.route.queue() {
+            Some(target) => {
+                codec::check_name(&target.queue)?;
+                let ulid = self.next_ulid();
+                let item = QueueItem {
+                    id: ulid.to_string(),
+                    queue: target.queue.clone(),
+                    event_id: id.to_owned(),
+                    action: outcome.route.action().to_owned(),
+                    priority: target.priority,
+                    reason: target.reason.clone(),
+                    created_at: ulid.timestamp_ms(),
+                };
+                Some(PreparedItem {
+                    key: queue::item_key(&item),
+                    value: codec::encode(&item)?,
+                    item,
+                })
+            }
+            None => None,
+        };
+        let set = t.plugin_sets.id_for(&outcome.plugins)?;
+        Ok(PreparedOutcome {
+            id: id.to_owned(),
+            outcome: codec::encode_outcome(outcome, set)?,
+            item,
+        })
     }
 
     /// Up to `limit` events matching `filter`, newest first, starting after `cursor` (from

@@ -30,10 +30,14 @@
 //! listings and the backlog: the committer gives every event a key above all existing
 //! ones, and the `pending_watermark` counter marks the point below which every event is
 //! known to be processed, so recovery walks only the tail. Recording an outcome is one
-//! write (a compare-and-swap for routes without a queue item): this layout replaced a
-//! `pending` tree (one more insert per append and one more delete per outcome) and a
-//! `by_time` tree, which cost about a fifth of the server's CPU per event under load.
-//! Stores in the old layout are converted at open.
+//! write (two with a queue item): this layout replaced a `pending` tree (one more insert
+//! per append and one more delete per outcome) and a `by_time` tree, which cost about a
+//! fifth of the server's CPU per event under load. Stores in the old layout are
+//! converted at open.
+//!
+//! All writes on the hot path go through one committer thread (`committer`): new
+//! events and the pipeline's outcomes share its group commit, one transaction and one
+//! flush per batch, because a sled transaction costs far more than the writes in it.
 
 mod codec;
 mod committer;

@@ -349,30 +349,58 @@ fn complete_all_is_one_transaction_and_survives_reopen() {
 }
 
 #[test]
-fn complete_each_records_once_and_queues_like_complete_all() {
+fn complete_with_answers_each_item_and_makes_outcomes_durable() {
     let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        let ids = ["a", "b", "c"];
+        store
+            .append(ids.iter().map(|id| event(id, 10)).collect())
+            .unwrap();
+        let accept = outcome(Route::Accept);
+        let label = outcome(Route::Label(target("q", 10)));
+        let bad = outcome(Route::Label(target("bad\0q", 1)));
+        let (tx, rx) = mpsc::channel();
+        let items: Vec<(String, Outcome)> = [
+            ("a", &accept),
+            ("nope", &accept),
+            ("b", &label),
+            ("c", &bad),
+            ("a", &label),
+        ]
+        .into_iter()
+        .map(|(id, o)| (id.to_owned(), o.clone()))
+        .collect();
+        store.complete_with(items, move |items, results| {
+            tx.send((items, results)).unwrap()
+        });
+        let (items, results) = rx.recv().unwrap();
+        assert_eq!(items[1].0, "nope", "the items come back in order");
+        assert_eq!(results.len(), 5);
+        assert_eq!(
+            results[0].as_ref().unwrap(),
+            &Completion::Completed { queue_item: None }
+        );
+        assert!(matches!(results[1], Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            results[2].as_ref().unwrap(),
+            Completion::Completed { queue_item: Some(i) } if i.event_id == "b"
+        ));
+        assert!(matches!(results[3], Err(StoreError::InvalidName { .. })));
+        assert_eq!(results[4].as_ref().unwrap(), &Completion::AlreadyProcessed);
+        // Nothing to send: the reply comes at once.
+        let (tx, rx) = mpsc::channel();
+        store.complete_with(vec![("zzz".into(), accept)], move |_, r| {
+            tx.send(r).unwrap()
+        });
+        assert!(matches!(
+            rx.recv().unwrap()[0],
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.pending().unwrap(), ["c"]);
+        // No explicit flush: the committer flushed the group commit before replying.
+    }
     let store = open(&dir);
-    let ids = ["a", "b", "c"];
-    store
-        .append(ids.iter().map(|id| event(id, 10)).collect())
-        .unwrap();
-    let accept = outcome(Route::Accept);
-    let label = outcome(Route::Label(target("q", 10)));
-    assert!(matches!(
-        store.complete_each(&[("a", &accept), ("nope", &accept)]),
-        Err(StoreError::NotFound { .. })
-    ));
-    assert_eq!(store.pending().unwrap(), ids);
-    let done = store
-        .complete_each(&[("a", &accept), ("b", &label), ("a", &label), ("b", &accept)])
-        .unwrap();
-    assert_eq!(done[0], Completion::Completed { queue_item: None });
-    assert!(matches!(
-        &done[1],
-        Completion::Completed { queue_item: Some(i) } if i.event_id == "b"
-    ));
-    assert_eq!(done[2], Completion::AlreadyProcessed);
-    assert_eq!(done[3], Completion::AlreadyProcessed);
     assert_eq!(store.pending().unwrap(), ["c"]);
     assert_eq!(
         store.queue_depths().unwrap(),
