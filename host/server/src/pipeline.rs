@@ -549,33 +549,14 @@ fn finish(
     result: Result<Completion, flywheel_store::StoreError>,
     started: Instant,
 ) -> Result<Outcome, flywheel_store::StoreError> {
-    static SECONDS: LazyLock<metrics::Histogram> =
-        LazyLock::new(|| metrics::histogram!("flywheel_pipeline_seconds"));
-    SECONDS.record(started.elapsed().as_secs_f64());
+    Decided::new(shared, event, &outcome, started).finish(shared, result.clone());
     match result {
-        Ok(Completion::Completed { .. }) => {
-            shared.stats.processed.fetch_add(1, Ordering::Relaxed);
-            if let (Some(tx), Some(prompt)) = (shared.prompt_failures.get(), &event.prompt)
-                && crate::prompts::is_failure(event, Some(&outcome), &[])
-            {
-                let _ = tx.try_send(prompt.clone());
-            }
-            processed_counter(outcome.route.action()).increment(1);
-            Ok(outcome)
-        }
+        Ok(Completion::Completed { .. }) => Ok(outcome),
         Ok(Completion::AlreadyProcessed) => {
-            shared
-                .stats
-                .already_processed
-                .fetch_add(1, Ordering::Relaxed);
             let stored = shared.store.get(&event.id)?.and_then(|r| r.outcome);
             Ok(stored.unwrap_or(outcome))
         }
-        Err(e) => {
-            shared.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(event = %event.id, "could not store the outcome (the event stays pending): {e}");
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 
@@ -628,29 +609,83 @@ fn worker(shared: &Arc<Shared>, rx: &Receiver<Job>) {
 
 /// Hand a batch of decided events to the store. Once their outcomes are durable (on the
 /// store's committer thread), they are counted and released from the workers' hands;
-/// one the store refused is logged in `finish` and stays pending for the sweeper.
+/// one the store refused is logged and stays pending for the sweeper. The events and
+/// outcomes stay on this thread (and are freed here): the reply gets only what it needs.
 fn complete_batch(shared: &Arc<Shared>, batch: Vec<(Event, Outcome, Instant)>) {
-    let mut items = Vec::with_capacity(batch.len());
-    let mut rest = Vec::with_capacity(batch.len());
-    for (event, outcome, started) in batch {
-        items.push((event.id.clone(), outcome));
-        rest.push((event, started));
-    }
+    let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
+    let done: Vec<Decided> = batch
+        .iter()
+        .map(|(event, outcome, started)| Decided::new(shared, event, outcome, *started))
+        .collect();
     let owner = shared.clone();
-    shared.store.complete_with(items, move |items, results| {
+    shared.store.complete_with(&items, move |results| {
         let shared = &*owner;
         {
             // Recorded (or refused): out of the workers' hands, so a sweep may pick up
             // one that is still pending, and skips the others (they have outcomes).
             let mut queued = shared.queued.lock();
-            for (event, _) in &rest {
-                queued.remove(&event.id);
+            for d in &done {
+                queued.remove(&d.id);
             }
         }
-        for (((event, started), (_, outcome)), result) in rest.into_iter().zip(items).zip(results) {
-            let _ = finish(shared, &event, outcome, result, started);
+        for (d, result) in done.into_iter().zip(results) {
+            d.finish(shared, result);
         }
     });
+}
+
+/// What counting an event's completion needs, worked out where it was decided.
+struct Decided {
+    id: String,
+    started: Instant,
+    route: &'static str,
+    /// The prompt version to report, if the event counts as a failure of it.
+    prompt_failure: Option<flywheel_model::PromptRef>,
+}
+
+impl Decided {
+    fn new(shared: &Shared, event: &Event, outcome: &Outcome, started: Instant) -> Self {
+        let prompt_failure = match (shared.prompt_failures.get(), &event.prompt) {
+            (Some(_), Some(prompt)) if crate::prompts::is_failure(event, Some(outcome), &[]) => {
+                Some(prompt.clone())
+            }
+            _ => None,
+        };
+        Decided {
+            id: event.id.clone(),
+            started,
+            route: outcome.route.action(),
+            prompt_failure,
+        }
+    }
+
+    /// Count what the store did with the outcome (as `finish` does for one event).
+    fn finish(self, shared: &Shared, result: Result<Completion, flywheel_store::StoreError>) {
+        static SECONDS: LazyLock<metrics::Histogram> =
+            LazyLock::new(|| metrics::histogram!("flywheel_pipeline_seconds"));
+        SECONDS.record(self.started.elapsed().as_secs_f64());
+        match result {
+            Ok(Completion::Completed { .. }) => {
+                shared.stats.processed.fetch_add(1, Ordering::Relaxed);
+                if let (Some(tx), Some(prompt)) =
+                    (shared.prompt_failures.get(), self.prompt_failure)
+                {
+                    let _ = tx.try_send(prompt);
+                }
+                processed_counter(self.route).increment(1);
+            }
+            Ok(Completion::AlreadyProcessed) => {
+                shared
+                    .stats
+                    .already_processed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(event = %self.id, "could not store the outcome (the event stays pending): {e}");
+            }
+        }
+    }
 }
 
 /// Picks up events that are pending in the store but in no queue: at start-up

@@ -221,8 +221,9 @@ impl Store {
 
     /// Records outcomes without waiting for them: they join the committer's next group
     /// commit (one transaction and one flush with the appends waiting then), and `reply`
-    /// runs on the committer thread once they are durable, with the items back (so the
-    /// caller need not copy them) and one result per item, in order. It blocks only while the committer's queue is full (back-pressure on the
+    /// runs on the committer thread once they are durable, with one result per item, in
+    /// order. The outcomes are encoded before this returns: the caller keeps (and frees)
+    /// them. It blocks only while the committer's queue is full (back-pressure on the
     /// pipeline). Keep `reply` short, and never call a blocking store method from it (the
     /// committer would wait on itself). An item that is unknown or names a bad queue gets
     /// its error and the others are recorded; if the store is closed, every item gets
@@ -232,8 +233,8 @@ impl Store {
     /// outcome (or per small batch) cost more than the writes in it.
     pub fn complete_with(
         &self,
-        items: Vec<(String, Outcome)>,
-        reply: impl FnOnce(Vec<(String, Outcome)>, Vec<Result<Completion>>) + Send + 'static,
+        items: &[(&str, &Outcome)],
+        reply: impl FnOnce(Vec<Result<Completion>>) + Send + 'static,
     ) {
         let mut failed: Vec<(usize, StoreError)> = Vec::new();
         let mut prepared = Vec::with_capacity(items.len());
@@ -264,16 +265,12 @@ impl Store {
                 .collect()
         };
         if prepared.is_empty() {
-            let results = merge(Ok(Vec::new()));
-            return reply(items, results);
+            return reply(merge(Ok(Vec::new())));
         }
         self.send(
             Request::Complete {
                 items: prepared,
-                reply: Box::new(move |r| {
-                    let results = merge(r);
-                    reply(items, results);
-                }),
+                reply: Box::new(move |r| reply(merge(r))),
             },
             true,
         );
