@@ -10,6 +10,7 @@
 //! `<mode>` is `reuse-pool` (warm instances, the server's default) or `fresh-pool`
 //! (`fresh_instance_per_call`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -25,7 +26,7 @@ fn threads() -> usize {
 }
 
 /// Decide `count` events starting at `offset` in the stream.
-fn run(set: &LiveSet, events: &[Event], offset: usize, count: u64) {
+fn run(set: &LiveSet, events: &[Arc<Event>], offset: usize, count: u64) {
     for i in 0..count as usize {
         std::hint::black_box(decide(set, &events[(offset + i) % events.len()]));
     }
@@ -39,7 +40,8 @@ fn pipeline(c: &mut Criterion) {
         let rt = runtime(mode);
         let set = live_set(&rt);
         for size in Size::ALL {
-            let events = events(EVENTS, size);
+            // Shared, as the server's workers hold them.
+            let events: Vec<Arc<Event>> = events(EVENTS, size).into_iter().map(Arc::new).collect();
             // Every plugin call must succeed, and the stream must exercise every route.
             let outcomes: Vec<_> = events.iter().map(|e| decide(&set, e)).collect();
             for o in &outcomes {

@@ -50,7 +50,10 @@ fn main() {
     } else {
         let rt = runtime(Mode::REUSE);
         let set = live_set(&rt);
-        let events = events(64, size);
+        let events: Vec<std::sync::Arc<flywheel_model::Event>> = events(64, size)
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
         for i in 0..iters {
             std::hint::black_box(flywheel::pipeline::decide(&set, &events[i % events.len()]));
         }

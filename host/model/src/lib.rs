@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -282,7 +283,8 @@ pub struct CallError {
 /// One plugin call made while processing an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
-    pub plugin: PluginRef,
+    /// Shared: every call of a plugin version names the same build.
+    pub plugin: Arc<PluginRef>,
     pub kind: PluginKind,
     /// Wall-clock time of the call, in microseconds.
     pub duration_us: u64,
@@ -322,8 +324,9 @@ pub struct Outcome {
     pub route: Route,
     /// Every plugin call, in order, with its cost and any error.
     pub calls: Vec<CallRecord>,
-    /// The exact plugin builds that processed the event.
-    pub plugins: Vec<PluginRef>,
+    /// The exact plugin builds that processed the event (shared by every outcome of one
+    /// plugin set).
+    pub plugins: Arc<[PluginRef]>,
     /// When processing finished, in milliseconds since the Unix epoch.
     pub processed_at: u64,
     /// What shadow candidates would have decided: recorded, never routed.

@@ -205,11 +205,11 @@ impl Runtime {
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let kind_pre = kind_pre(manifest.kind, pre)?;
         let shared = Arc::new(PluginShared {
-            id: PluginRef {
+            id: Arc::new(PluginRef {
                 name: manifest.name.clone(),
                 version: manifest.version.clone(),
                 hash,
-            },
+            }),
             config: manifest.config.clone(),
             kv,
             kv_quota: manifest.limits.kv_quota_bytes(),

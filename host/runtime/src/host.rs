@@ -31,7 +31,7 @@ pub struct LogLine {
 
 /// What every instance of one plugin version shares: identity, config and kv access.
 pub(crate) struct PluginShared {
-    pub(crate) id: PluginRef,
+    pub(crate) id: Arc<PluginRef>,
     pub(crate) config: BTreeMap<String, String>,
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) kv_quota: u64,

@@ -233,6 +233,11 @@ impl Plugin {
         &self.shared.id
     }
 
+    /// [`Plugin::id`], shared: what each call record holds (no copy per call).
+    pub fn shared_id(&self) -> &Arc<PluginRef> {
+        &self.shared.id
+    }
+
     /// The manifest the plugin was loaded with.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -364,7 +369,7 @@ impl Plugin {
 
     fn failure(&self, class: ErrorClass, message: impl Into<String>) -> PluginFailure {
         PluginFailure {
-            plugin: self.shared.id.clone(),
+            plugin: (*self.shared.id).clone(),
             class,
             message: message.into(),
         }

@@ -43,6 +43,8 @@ pub struct LiveSet {
     /// Candidates run beside the live version of the same name; never routed.
     pub shadows: Vec<Arc<Plugin>>,
     pub quarantined: Vec<Quarantined>,
+    /// `refs()`, made once: every outcome of this set shares it.
+    refs: std::sync::OnceLock<Arc<[PluginRef]>>,
 }
 
 impl LiveSet {
@@ -74,6 +76,11 @@ impl LiveSet {
             .chain(&self.routers)
             .map(|p| p.id().clone())
             .collect()
+    }
+
+    /// [`LiveSet::refs`], shared: what each outcome holds (no copy per event).
+    pub fn refs_shared(&self) -> Arc<[PluginRef]> {
+        self.refs.get_or_init(|| self.refs().into()).clone()
     }
 
     /// Find a plugin of this set (live or shadow) by version hash.
@@ -142,7 +149,7 @@ fn record<T>(plugin: &Plugin, outcome: &CallOutcome<T>) -> CallRecord {
         tracing::warn!(plugin = %f.plugin, class = %f.class, "plugin call failed: {}", f.message);
     }
     CallRecord {
-        plugin: plugin.id().clone(),
+        plugin: plugin.shared_id().clone(),
         kind: plugin.kind(),
         duration_us: micros,
         error: failed.map(PluginFailure::to_call_error),
@@ -225,15 +232,15 @@ fn run_router(
 }
 
 /// Run one event through a plugin set. Pure apart from the plugins' own kv writes.
-pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
-    // Lowered only if some plugin is called: with none live, an event costs no copy.
-    let prepared = std::cell::LazyCell::new(|| PreparedEvent::new(event));
+/// The event is shared with the plugins (each reads the fields it needs): no copy.
+pub fn decide(set: &LiveSet, event: &Arc<Event>) -> Outcome {
+    let prepared = std::cell::LazyCell::new(|| PreparedEvent::shared(event.clone()));
     let mut calls = Vec::with_capacity(set.scorers.len() + set.routers.len());
     let mut scores = Vec::new();
     let mut votes = Vec::new();
     for q in &set.quarantined {
         calls.push(CallRecord {
-            plugin: q.id.clone(),
+            plugin: Arc::new(q.id.clone()),
             kind: q.kind,
             duration_us: 0,
             error: Some(flywheel_model::CallError {
@@ -275,7 +282,7 @@ pub fn decide(set: &LiveSet, event: &Event) -> Outcome {
         scores,
         votes,
         calls,
-        plugins: set.refs(),
+        plugins: set.refs_shared(),
         processed_at: now_ms(),
         shadow,
     }
@@ -377,7 +384,7 @@ fn lower_priority(nice: i32) {
 /// Work for the pool: an event to decide (the handler already has it, so the worker
 /// need not read it back from the store).
 struct Job {
-    event: Event,
+    event: Arc<Event>,
 }
 
 /// Counters the API reports and the tests read.
@@ -459,7 +466,9 @@ impl Pipeline {
             LazyLock::new(|| metrics::gauge!("flywheel_pipeline_backlog"));
         // Marked before sending: a worker may finish the event before `try_send` returns.
         self.shared.queued.lock().insert(event.id.clone());
-        match self.tx.try_send(Job { event }) {
+        match self.tx.try_send(Job {
+            event: Arc::new(event),
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 self.shared.queued.lock().remove(&job.event.id);
@@ -515,7 +524,7 @@ impl Pipeline {
 
 /// Run `event` through the live set, and report plugins that have now failed too many
 /// times in a row.
-fn decide_live(shared: &Shared, event: &Event) -> Outcome {
+fn decide_live(shared: &Shared, event: &Arc<Event>) -> Outcome {
     let set = shared.live.load_full();
     let outcome = decide(&set, event);
     if let Some((after, tx)) = shared.quarantine.get() {
@@ -524,7 +533,7 @@ fn decide_live(shared: &Shared, event: &Event) -> Outcome {
             if failing.is_some_and(|p| {
                 p.counters().consecutive_failures.load(Ordering::Relaxed) >= *after
             }) {
-                let _ = tx.try_send(call.plugin.clone());
+                let _ = tx.try_send((*call.plugin).clone());
             }
         }
     }
@@ -536,7 +545,7 @@ fn decide_live(shared: &Shared, event: &Event) -> Outcome {
 fn process(shared: &Shared, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
     let _span = tracing::debug_span!("event", id = %event.id).entered();
     let started = Instant::now();
-    let outcome = decide_live(shared, event);
+    let outcome = decide_live(shared, &Arc::new(event.clone()));
     let result = shared.store.complete(&event.id, &outcome);
     finish(shared, event, outcome, result, started)
 }
@@ -592,7 +601,7 @@ fn worker(shared: &Arc<Shared>, rx: &Receiver<Job>) {
         // Decide jobs while more are waiting, then hand their outcomes to the store in
         // one request: they join its next group commit, and the worker goes on deciding
         // while they are written.
-        let mut batch: Vec<(Event, Outcome, Instant)> = Vec::with_capacity(MAX_COMPLETE_BATCH);
+        let mut batch: Vec<(Arc<Event>, Outcome, Instant)> = Vec::with_capacity(MAX_COMPLETE_BATCH);
         let opened = Instant::now();
         let mut next = Some(job);
         while let Some(job) = next.take() {
@@ -611,7 +620,7 @@ fn worker(shared: &Arc<Shared>, rx: &Receiver<Job>) {
 /// store's committer thread), they are counted and released from the workers' hands;
 /// one the store refused is logged and stays pending for the sweeper. The events and
 /// outcomes stay on this thread (and are freed here): the reply gets only what it needs.
-fn complete_batch(shared: &Arc<Shared>, batch: Vec<(Event, Outcome, Instant)>) {
+fn complete_batch(shared: &Arc<Shared>, batch: Vec<(Arc<Event>, Outcome, Instant)>) {
     let items: Vec<(&str, &Outcome)> = batch.iter().map(|(e, o, _)| (e.id.as_str(), o)).collect();
     let done: Vec<Decided> = batch
         .iter()
@@ -734,7 +743,7 @@ fn sweeper(shared: &Shared, tx: &Sender<Job>) {
                     shared.queued.lock().insert(id);
                     resumed += 1;
                     let job = Job {
-                        event: record.event,
+                        event: Arc::new(record.event),
                     };
                     if tx.send(job).is_err() {
                         return;

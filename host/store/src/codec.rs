@@ -127,7 +127,7 @@ pub(crate) fn encode_outcome(outcome: &Outcome, set: u64) -> Result<Vec<u8>> {
             .calls
             .iter()
             .map(|c| BinCall {
-                plugin: match refs.iter().position(|p| *p == c.plugin) {
+                plugin: match refs.iter().position(|p| *p == *c.plugin) {
                     Some(i) => RefSlot::Index(i as u32),
                     None => RefSlot::Full(
                         c.plugin.name.as_str(),
@@ -228,7 +228,7 @@ fn decode_binary_outcome(
                     .ok_or_else(|| corrupt(&format!("call names plugin {i} of {}", refs.len())))?,
             };
             Ok(CallRecord {
-                plugin,
+                plugin: plugin.into(),
                 kind: kind_from(c.kind).ok_or_else(|| corrupt("unknown plugin kind"))?,
                 duration_us: c.duration_us,
                 error: match c.error {
@@ -255,7 +255,7 @@ fn decode_binary_outcome(
         votes,
         route,
         calls,
-        plugins: refs.to_vec(),
+        plugins: refs,
         processed_at: bin.processed_at,
         shadow,
     })
@@ -405,7 +405,7 @@ fn decode_json_outcome(bytes: &[u8]) -> Result<Outcome> {
                 })?,
             };
             Ok(CallRecord {
-                plugin,
+                plugin: plugin.into(),
                 kind: c.kind,
                 duration_us: c.duration_us,
                 error: c.error,
@@ -418,7 +418,7 @@ fn decode_json_outcome(bytes: &[u8]) -> Result<Outcome> {
         votes: stored.votes,
         route: stored.route,
         calls,
-        plugins: stored.plugins,
+        plugins: stored.plugins.into(),
         processed_at: stored.processed_at,
         shadow: stored.shadow,
     })

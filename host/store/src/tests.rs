@@ -40,7 +40,7 @@ fn outcome(route: Route) -> Outcome {
         votes: vec![],
         route,
         calls: vec![],
-        plugins: vec![],
+        plugins: Vec::new().into(),
         processed_at: now_ms(),
         shadow: vec![],
     }
@@ -563,7 +563,7 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
     };
     let review = Route::Review(target("compliance", 95));
     let mut o = outcome(review.clone());
-    o.plugins = vec![plugin("scorer"), plugin("router")];
+    o.plugins = vec![plugin("scorer"), plugin("router")].into();
     o.scores = vec![
         ScoreRecord {
             plugin: "scorer".into(),
@@ -599,14 +599,14 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
     ];
     o.calls = vec![
         CallRecord {
-            plugin: plugin("scorer"),
+            plugin: plugin("scorer").into(),
             kind: PluginKind::Scorer,
             duration_us: 12,
             error: None,
             failure_mode: None,
         },
         CallRecord {
-            plugin: plugin("router"),
+            plugin: plugin("router").into(),
             kind: PluginKind::Router,
             duration_us: 40,
             error: Some(CallError {
@@ -617,7 +617,7 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
         },
         // A call whose plugin is not in `plugins` keeps its full reference.
         CallRecord {
-            plugin: plugin("other"),
+            plugin: plugin("other").into(),
             kind: PluginKind::Refiner,
             duration_us: 3,
             error: None,
@@ -643,7 +643,7 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
         binary.len(),
         full.len()
     );
-    let refs: std::sync::Arc<[PluginRef]> = o.plugins.clone().into();
+    let refs: std::sync::Arc<[PluginRef]> = o.plugins.clone();
     assert_eq!(
         codec::decode_outcome(&binary, |_| Ok(refs.clone())).unwrap(),
         o

@@ -26,6 +26,51 @@ pub fn stable_hash(s: &str) -> u64 {
         .fold(FNV_OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
 }
 
+/// `value` with `places` decimals (at most 9), exactly as `format!("{value:.places$}")`
+/// prints it (rounded half to even on the exact binary value), without Rust's float
+/// formatting machinery.
+///
+/// Why: reasons quote scores ("satisfaction 0.25 < threshold 0.50"), and in a guest
+/// the general float formatter (with its big-number fallback) cost more than the rest of
+/// a router's call. This does the same arithmetic on integers.
+pub fn fixed(value: f64, places: u32) -> String {
+    let places = places.min(9);
+    if !value.is_finite() || value.abs() >= 1e15 {
+        return format!("{value:.prec$}", prec = places as usize);
+    }
+    let bits = value.abs().to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1u64 << 52) - 1);
+    // value = mantissa × 2^shift, exactly.
+    let (mantissa, shift) = if exponent == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1u64 << 52), exponent - 1075)
+    };
+    let scaled = u128::from(mantissa) * 10u128.pow(places);
+    let units = if shift >= 0 {
+        scaled << shift
+    } else if -shift >= 128 {
+        0
+    } else {
+        let k = -shift as u32;
+        let (q, r) = (scaled >> k, scaled & ((1u128 << k) - 1));
+        let half = 1u128 << (k - 1);
+        if r > half || (r == half && q % 2 == 1) {
+            q + 1
+        } else {
+            q
+        }
+    };
+    let pow = 10u128.pow(places);
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    if places == 0 {
+        format!("{sign}{units}")
+    } else {
+        format!("{sign}{}.{:0width$}", units / pow, units % pow, width = places as usize)
+    }
+}
+
 /// A deterministic number in `0.0..1.0` derived from `s`: [`stable_hash`]
 /// followed by the MurmurHash3 `fmix64` finaliser, top 53 bits.
 ///
@@ -140,9 +185,7 @@ impl<'a> RawWords<'a> {
         };
         let mut end;
         loop {
-            while i < n && BYTE_CLASS[usize::from(bytes[i])] == ASCII_WORD {
-                i += 1;
-            }
+            i = ascii_word_end(bytes, i);
             end = i;
             if i >= n {
                 break;
@@ -166,6 +209,40 @@ impl<'a> RawWords<'a> {
         self.pos = end;
         Some((start, &text[start..end]))
     }
+}
+
+/// The end of the run of ASCII letters and digits starting at byte `i`: eight bytes at a
+/// time while they are all ASCII, then byte by byte.
+///
+/// Why: most words are a few ASCII letters; testing a whole `u64` per step (exact
+/// per-byte range checks, no carries between bytes since every byte is below 0x80)
+/// takes one step per word where a byte loop took one per letter, and in a guest each
+/// step of a loop costs.
+#[inline]
+fn ascii_word_end(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte set where lo <= byte <= hi (bytes below 0x80).
+    let in_range = |x: u64, lo: u8, hi: u8| {
+        (x.wrapping_add(ONES * u64::from(0x80 - lo)) & !x.wrapping_add(ONES * u64::from(0x7f - hi))) & HIGH
+    };
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if x & HIGH != 0 {
+            break;
+        }
+        let alnum = in_range(x, b'0', b'9') | in_range(x | (ONES * 0x20), b'a', b'z');
+        if alnum != HIGH {
+            return i + ((!alnum & HIGH).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && BYTE_CLASS[usize::from(bytes[i])] == ASCII_WORD {
+        i += 1;
+    }
+    i
 }
 
 /// Whether a word character starts at byte `i` of `text`.
@@ -1141,36 +1218,50 @@ impl Lexicon {
                 is_word(b, &text[i..])
             }
         };
-        let mut prev_is_word = false;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let here = word_at(i);
-            if here && !prev_is_word {
-                let first = usize::from(b.to_ascii_lowercase());
-                let (lo, hi) = (self.group[first] as usize, self.group[first + 1] as usize);
-                for e in &self.entries[lo..hi] {
-                    let needle = e.needle.as_bytes();
-                    let end = i + needle.len();
-                    if end > bytes.len()
-                        || (needle.len() > 1 && bytes[i + 1].to_ascii_lowercase() != needle[1])
-                        || found.contains(e.index)
-                        || !bytes[i..end].eq_ignore_ascii_case(needle)
-                    {
-                        continue;
-                    }
-                    if e.prefix || !e.ends_in_word || end == bytes.len() || !word_at(end) {
-                        found.set(e.index);
-                    }
-                }
-            }
-            prev_is_word = here;
-            // Step over a whole character (continuation bytes are never word starts).
-            i += if b < 0x80 {
+        // The length of the character at `i` (continuation bytes are never word starts).
+        let step = |i: usize| {
+            if bytes[i] < 0x80 {
                 1
             } else {
                 text[i..].chars().next().map_or(1, char::len_utf8)
-            };
+            }
+        };
+        let n = bytes.len();
+        let mut i = 0;
+        loop {
+            // To the next word start, then past the word: a word is compared with the
+            // phrases only at its start.
+            while i < n && !word_at(i) {
+                i += step(i);
+            }
+            if i >= n {
+                break;
+            }
+            self.match_at(bytes, i, &word_at, found);
+            while i < n && word_at(i) {
+                i += step(i);
+            }
+        }
+    }
+
+    /// Compare the word starting at byte `i` with the phrases sharing its first byte.
+    #[inline]
+    fn match_at(&self, bytes: &[u8], i: usize, word_at: &impl Fn(usize) -> bool, found: &mut LexiconMatches) {
+        let first = usize::from(bytes[i].to_ascii_lowercase());
+        let (lo, hi) = (self.group[first] as usize, self.group[first + 1] as usize);
+        for e in &self.entries[lo..hi] {
+            let needle = e.needle.as_bytes();
+            let end = i + needle.len();
+            if end > bytes.len()
+                || (needle.len() > 1 && bytes[i + 1].to_ascii_lowercase() != needle[1])
+                || found.contains(e.index)
+                || !bytes[i..end].eq_ignore_ascii_case(needle)
+            {
+                continue;
+            }
+            if e.prefix || !e.ends_in_word || end == bytes.len() || !word_at(end) {
+                found.set(e.index);
+            }
         }
     }
 }
@@ -1201,10 +1292,17 @@ impl LexiconMatches {
 
     /// The indices of the phrases found, ascending.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.bits
-            .iter()
-            .enumerate()
-            .flat_map(|(w, &bits)| (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| w * 64 + b))
+        self.bits.iter().enumerate().flat_map(|(w, &bits)| {
+            // One step per set bit, not per bit: usually none or a few are set.
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let b = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    w * 64 + b
+                })
+            })
+        })
     }
 
     /// Whether nothing was found.
@@ -1768,6 +1866,67 @@ mod tests {
             }
             assert_eq!(got, reference_words(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn fixed_prints_like_float_formatting() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            0.125,
+            0.375,
+            1.0,
+            0.615,
+            0.005,
+            0.015,
+            0.025,
+            2.675,
+            1e-300,
+            5e-324,
+            123456.7890123,
+            -0.125,
+            -2.5,
+            0.95,
+            0.995,
+            99.995,
+            0.1 + 0.2,
+        ];
+        // A deterministic spread of values in 0..=1 and beyond.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x >> 11) as f64 / (1u64 << 53) as f64);
+            values.push((x % 100_000) as f64 / 1000.0);
+        }
+        for v in values {
+            for places in 0..=4 {
+                assert_eq!(
+                    fixed(v, places),
+                    format!("{v:.prec$}", prec = places as usize),
+                    "{v} {places}"
+                );
+            }
+        }
+        assert_eq!(fixed(f64::NAN, 2), "NaN");
+        assert_eq!(fixed(1e20, 1), format!("{:.1}", 1e20));
+    }
+
+    #[test]
+    fn ascii_word_end_agrees_with_the_byte_classes() {
+        let mut text: Vec<u8> = b"Hello, world! 123abc_DEF-ghi jkl'mno ZZZZZZZZZZZZZZZZzzz 09:59 @[`{~ \x7f".to_vec();
+        text.extend((0u8..=255).filter(|b| b.is_ascii()));
+        for i in 0..text.len() {
+            let mut j = i;
+            while j < text.len() && BYTE_CLASS[usize::from(text[j])] == ASCII_WORD {
+                j += 1;
+            }
+            assert_eq!(ascii_word_end(&text, i), j, "at {i}");
+        }
+        assert_eq!(ascii_word_end("abcdefghé".as_bytes(), 0), 8, "stops before non-ASCII");
+        assert_eq!(ascii_word_end("abcdefgé".as_bytes(), 0), 7);
     }
 
     #[test]

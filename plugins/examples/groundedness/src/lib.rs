@@ -134,32 +134,45 @@ pub fn assess(event: &Event, settings: &Settings) -> Option<Score> {
 
 /// Compare the answer with the context (and, for numbers and names, the
 /// input).
+///
+/// The input is read (and its words and numbers worked out) only when a number or a
+/// name of the answer is not in the context: most answers never need it.
 pub fn find(event: &Event) -> Findings<'_> {
     // Words are compared by the hash of their lower-cased light stem
     // (`text::stem_hash`): no lower-cased copy of any word is made.
-    let context_len: usize = event.context().iter().map(String::len).sum();
+    let context = event.context();
+    let output = event.output();
+    let context_len: usize = context.iter().map(String::len).sum();
     let mut context_words = TokenSet::with_capacity(context_len / 5);
-    context_words.extend_stems(event.context().iter().map(String::as_str));
-    let mut context_numbers: Vec<Number<'_>> = Vec::new();
-    for passage in event.context() {
-        context_numbers.extend(text::numbers(passage));
-    }
-    context_numbers.extend(text::numbers(event.input()));
-    let mut input_words = TokenSet::with_capacity(event.input().len() / 5);
-    input_words.extend_stems([event.input()]);
+    context_words.extend_stems(context.iter().map(String::as_str));
 
     let mut content_words = 0;
     let mut supported_words = 0;
-    for word in text::raw_words(event.output()).filter(|w| text::is_content_word(w)) {
+    for word in text::raw_words(output).filter(|w| text::is_content_word(w)) {
         content_words += 1;
         if context_words.contains_stem(word) {
             supported_words += 1;
         }
     }
 
+    let mut context_numbers: Option<Vec<Number<'_>>> = None;
+    let mut input_numbers: Option<Vec<Number<'_>>> = None;
     let mut unsupported_numbers: Vec<&str> = Vec::new();
-    for number in text::numbers(event.output()) {
-        if is_list_marker(event.output(), &number) || context_numbers.iter().any(|c| c.same_value(&number)) {
+    for number in text::numbers(output) {
+        if is_list_marker(output, &number) {
+            continue;
+        }
+        let same = |c: &Number<'_>| c.same_value(&number);
+        let in_context = context_numbers
+            .get_or_insert_with(|| context.iter().flat_map(|p| text::numbers(p)).collect())
+            .iter()
+            .any(same);
+        if in_context
+            || input_numbers
+                .get_or_insert_with(|| text::numbers(event.input()).collect())
+                .iter()
+                .any(same)
+        {
             continue;
         }
         if !unsupported_numbers.contains(&number.text) {
@@ -167,11 +180,20 @@ pub fn find(event: &Event) -> Findings<'_> {
         }
     }
 
+    let mut input_words: Option<TokenSet> = None;
     let mut unsupported_names: Vec<&str> = Vec::new();
-    for name in text::names(event.output()) {
+    for name in text::names(output) {
         let supported = text::raw_words(name).all(|w| {
             let stem = text::stem_hash(w);
-            context_words.contains_hash(stem) || input_words.contains_hash(stem)
+            context_words.contains_hash(stem)
+                || input_words
+                    .get_or_insert_with(|| {
+                        let input = event.input();
+                        let mut words = TokenSet::with_capacity(input.len() / 5);
+                        words.extend_stems([input]);
+                        words
+                    })
+                    .contains_hash(stem)
         });
         if !supported && !unsupported_names.contains(&name) {
             unsupported_names.push(name);
@@ -202,10 +224,10 @@ fn is_list_marker(text: &str, number: &Number<'_>) -> bool {
 
 fn reason(f: &Findings<'_>) -> String {
     let mut reason = format!(
-        "{} of {} content words ({:.0}%) appear in the context",
+        "{} of {} content words ({}%) appear in the context",
         f.supported_words,
         f.content_words,
-        100.0 * f.supported_words as f64 / f.content_words.max(1) as f64
+        percent(f.supported_words, f.content_words.max(1))
     );
     let claims: Vec<String> = f
         .unsupported_numbers
@@ -226,6 +248,17 @@ fn reason(f: &Findings<'_>) -> String {
         reason.push('.');
     }
     reason
+}
+
+/// `100 * part / whole` rounded to an integer, half to even: what `{:.0}` prints for
+/// the float, without formatting a float (slow in a guest).
+fn percent(part: usize, whole: usize) -> usize {
+    let (q, r) = (100 * part / whole, 100 * part % whole);
+    match (2 * r).cmp(&whole) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + q % 2,
+        std::cmp::Ordering::Less => q,
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +362,16 @@ mod tests {
                 .expect("ok")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn percent_rounds_like_float_formatting() {
+        for whole in 1..60 {
+            for part in 0..=whole {
+                let float = format!("{:.0}", 100.0 * part as f64 / whole as f64);
+                assert_eq!(percent(part, whole).to_string(), float, "{part}/{whole}");
+            }
+        }
     }
 
     #[test]

@@ -139,8 +139,9 @@ pub fn decide(event: &Event, scores: &[Score], settings: &Settings) -> Route {
         let pii = label.split(',').any(|l| l.trim().starts_with("pii:"));
         let priority = if pii { 50.0 + 50.0 * s.value } else { 50.0 * s.value };
         let mut reason = format!(
-            "sensitive {:.2} ≥ threshold {:.2}",
-            s.value, settings.sensitive_threshold
+            "sensitive {} ≥ threshold {}",
+            text::fixed(s.value, 2),
+            text::fixed(settings.sensitive_threshold, 2)
         );
         if !label.is_empty() {
             reason.push_str(&format!(" ({label})"));
@@ -161,14 +162,16 @@ pub fn decide(event: &Event, scores: &[Score], settings: &Settings) -> Route {
         let mut why = Vec::new();
         if let Some(v) = sat_fail {
             why.push(format!(
-                "satisfaction {v:.2} < threshold {:.2}",
-                settings.satisfaction_threshold
+                "satisfaction {} < threshold {}",
+                text::fixed(v, 2),
+                text::fixed(settings.satisfaction_threshold, 2)
             ));
         }
         if let Some(v) = gnd_fail {
             why.push(format!(
-                "groundedness {v:.2} < threshold {:.2}",
-                settings.groundedness_threshold
+                "groundedness {} < threshold {}",
+                text::fixed(v, 2),
+                text::fixed(settings.groundedness_threshold, 2)
             ));
         }
         let (priority, notes) = labeling_priority(event.signal(), satisfaction, groundedness, settings);
@@ -181,8 +184,8 @@ pub fn decide(event: &Event, scores: &[Score], settings: &Settings) -> Route {
 
     if in_qa_sample(event.id(), settings.qa_sample_rate) {
         let reason = format!(
-            "QA sample: {:.1}% of accepted traffic, chosen by event id",
-            settings.qa_sample_rate * 100.0
+            "QA sample: {}% of accepted traffic, chosen by event id",
+            text::fixed(settings.qa_sample_rate * 100.0, 1)
         );
         return Route::Label(QueueItem::new(&settings.qa_queue, QA_PRIORITY, reason));
     }

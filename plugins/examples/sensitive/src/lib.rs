@@ -380,8 +380,8 @@ pub fn topic_cues(topic: &Topic, text: &str) -> (f64, Vec<&'static str>) {
 fn has_glued_dosage(text: &str) -> bool {
     let b = text.as_bytes();
     // Units start with `m` right after a digit: look only there.
-    b.iter().enumerate().skip(1).any(|(i, &m)| {
-        if !(m == b'm' || m == b'M') || !b[i - 1].is_ascii_digit() {
+    (1..b.len()).any(|i| {
+        if b[i] | 0x20 != b'm' || !b[i - 1].is_ascii_digit() {
             return false;
         }
         let Some(unit) = [&b"mcg"[..], b"mg", b"ml"]
@@ -545,6 +545,14 @@ fn digit_runs(text: &str) -> Vec<DigitRun> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < n {
+        // Jump to the next byte that can start a run.
+        match b[i..]
+            .iter()
+            .position(|&c| c.is_ascii_digit() || c == b'+' || c == b'(')
+        {
+            Some(k) => i += k,
+            None => break,
+        }
         let starts_here =
             b[i].is_ascii_digit() || (matches!(b[i], b'+' | b'(') && i + 1 < n && b[i + 1].is_ascii_digit());
         let glued = i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'.' | b',' | b'/'));
