@@ -11,6 +11,8 @@
 #   DURATION=30s scripts/loadtest.sh
 #   SCENARIOS="single" DURABILITY="true" scripts/loadtest.sh   # a subset
 #   FLYWHEEL_BIN=/tmp/flywheel-before scripts/loadtest.sh       # another build
+#   WRITE_BODIES=/tmp/events.jsonl scripts/loadtest.sh          # only write the single-event bodies
+#   THREADS=true scripts/loadtest.sh                            # also CPU per event, thread by thread
 #
 # Every run gets a fresh server and data dir. The server is pinned to core SERVER_CPU
 # and oha to core LOAD_CPU. Events carry no id (the server assigns ULIDs). Besides what
@@ -82,6 +84,11 @@ make_event() { # make_event <i>
         $(($1 % 50)) "$o" "$ctx" "${feedback[$(($1 % ${#feedback[@]}))]}"
 }
 for r in $(seq 1 16); do make_event "$r"; echo; done >"$work/single.jsonl"
+if [ -n "${WRITE_BODIES:-}" ]; then
+    cp "$work/single.jsonl" "$WRITE_BODIES"
+    echo "loadtest: wrote the single-event bodies to $WRITE_BODIES" >&2
+    exit 0
+fi
 for r in $(seq 1 16); do
     printf '{"events":['
     for i in $(seq 1 "$BATCH"); do
@@ -123,6 +130,12 @@ stop_server() {
 cpu_ticks() { # user + system CPU time of the server so far, in clock ticks
     awk '{ print $14 + $15 }' "/proc/$server_pid/stat"
 }
+
+thread_ticks() { # "<thread name> <ticks>" per thread name (numbered threads summed), sorted
+    for t in /proc/"$server_pid"/task/*; do
+        echo "$(tr ' ' '_' <"$t/comm" | sed 's/-[0-9]*$//') $(awk '{ print $14 + $15 }' "$t/stat")"
+    done | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
+}
 hz=$(getconf CLK_TCK)
 
 oha_run() { # oha_run <duration> <connections> <bodies> [rate]: prints oha's JSON summary
@@ -151,10 +164,18 @@ measure() { # measure <scenario> <plugins|none> <durable> [rate]: one run, sets 
     accepted0=$(metric flywheel_events_accepted_total)
     processed0=$(metric flywheel_events_processed_total)
     cpu0=$(cpu_ticks)
+    thread_ticks >"$work/threads0"
     json=$(oha_run "$DURATION" "$conns" "$bodies" "$rate")
     cpu=$(( $(cpu_ticks) - cpu0 ))
+    thread_ticks >"$work/threads1"
     accepted=$(( $(metric flywheel_events_accepted_total) - accepted0 ))
     processed=$(( $(metric flywheel_events_processed_total) - processed0 ))
+    if [ "${THREADS:-false}" = true ]; then
+        # CPU per processed event, by thread name: where an event's cost goes.
+        THREAD_ROWS+=("| $scenario | $set | $durable | ${rate:-max} | $(join "$work/threads0" "$work/threads1" |
+            awk -v n="$processed" -v hz="$hz" '{ d = $3 - $2; if (d > 0) printf "%s %.1f, ", $1, 1e6 * d / hz / (n > 0 ? n : 1) }' |
+            sed 's/, $//') |")
+    fi
     stop_server
     secs=$(json_num "$json" summary total)
     RPS=$(json_num "$json" summary requestsPerSec)
@@ -173,7 +194,7 @@ measure() { # measure <scenario> <plugins|none> <durable> [rate]: one run, sets 
 }
 
 declare -A acked processed max_rps
-max_rows=() fixed_rows=()
+max_rows=() fixed_rows=() THREAD_ROWS=()
 for scenario in $SCENARIOS; do
     for durable in $DURABILITY; do
         for set in $PLUGIN_SETS; do
@@ -226,3 +247,11 @@ for scenario in $SCENARIOS; do
         done
     fi
 done
+if [ "${THREADS:-false}" = true ]; then
+    echo
+    echo "Server CPU µs per processed event, by thread (THREADS=true):"
+    echo
+    echo "| scenario | plugins | durable | rate | thread: µs per event |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${THREAD_ROWS[@]}"
+fi

@@ -254,6 +254,21 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in a fixed order: what counters and stored codes index by.
+    pub const ALL: [ErrorClass; 6] = [
+        ErrorClass::Timeout,
+        ErrorClass::OutOfMemory,
+        ErrorClass::Trap,
+        ErrorClass::PluginError,
+        ErrorClass::InvalidResult,
+        ErrorClass::Unavailable,
+    ];
+
+    /// The class's position in [`ErrorClass::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name, used in metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -543,5 +558,14 @@ mod tests {
         );
         event.feedback = Feedback::None;
         assert_eq!(Correction::effective(&event, &[]), None);
+    }
+
+    #[test]
+    fn error_classes_index_their_place_in_all() {
+        // Stored outcomes keep the index: the order must never change.
+        for (i, c) in ErrorClass::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c}");
+        }
+        assert_eq!(ErrorClass::ALL[5], ErrorClass::Unavailable);
     }
 }

@@ -86,93 +86,65 @@ macro_rules! conversions {
 }
 use conversions;
 
-/// Bindings for the `scorer` world; also the home of the shared types and imports.
-pub(crate) mod scorer {
-    wasmtime::component::bindgen!({
-        world: "scorer",
-        path: "../../wit/policy.wit",
-        with: {
-            "flywheel:policy/types.event": super::EventHandle,
-        },
-        // A handle the host did not lend traps the guest.
-        imports: { "flywheel:policy/types": trappable },
-    });
+/// The three worlds of one contract version (the WIT file `$path`): `scorer` generates
+/// the shared types and imports, with `$options` (e.g. how a resource maps to a host
+/// type); `router` and `refiner` reuse them.
+macro_rules! worlds {
+    // A world whose types and imports `scorer` (a sibling module) generated.
+    (@reuse $world:literal, $path:literal) => {
+        wasmtime::component::bindgen!({
+            world: $world,
+            path: $path,
+            with: {
+                "flywheel:policy/types": super::scorer::flywheel::policy::types,
+                "flywheel:policy/log": super::scorer::flywheel::policy::log,
+                "flywheel:policy/config": super::scorer::flywheel::policy::config,
+                "flywheel:policy/kv": super::scorer::flywheel::policy::kv,
+            },
+        });
+    };
+    ($path:literal $(, $($options:tt)*)?) => {
+        /// Bindings for the `scorer` world; also the home of the shared types and imports.
+        pub(crate) mod scorer {
+            wasmtime::component::bindgen!({
+                world: "scorer",
+                path: $path,
+                $($($options)*)?
+            });
+        }
+
+        /// Bindings for the `router` world.
+        pub(crate) mod router {
+            worlds!(@reuse "router", $path);
+        }
+
+        /// Bindings for the `refiner` world.
+        pub(crate) mod refiner {
+            worlds!(@reuse "refiner", $path);
+        }
+
+        pub(crate) use scorer::flywheel::policy::types as wit;
+        pub(crate) use scorer::flywheel::policy::{
+            config as wit_config, kv as wit_kv, log as wit_log,
+        };
+    };
 }
 
-/// Bindings for the `router` world.
-pub(crate) mod router {
-    wasmtime::component::bindgen!({
-        world: "router",
-        path: "../../wit/policy.wit",
-        with: {
-            "flywheel:policy/types": super::scorer::flywheel::policy::types,
-            "flywheel:policy/log": super::scorer::flywheel::policy::log,
-            "flywheel:policy/config": super::scorer::flywheel::policy::config,
-            "flywheel:policy/kv": super::scorer::flywheel::policy::kv,
-        },
-    });
-}
-
-/// Bindings for the `refiner` world.
-pub(crate) mod refiner {
-    wasmtime::component::bindgen!({
-        world: "refiner",
-        path: "../../wit/policy.wit",
-        with: {
-            "flywheel:policy/types": super::scorer::flywheel::policy::types,
-            "flywheel:policy/log": super::scorer::flywheel::policy::log,
-            "flywheel:policy/config": super::scorer::flywheel::policy::config,
-            "flywheel:policy/kv": super::scorer::flywheel::policy::kv,
-        },
-    });
-}
-
-pub(crate) use scorer::flywheel::policy::types as wit;
-pub(crate) use scorer::flywheel::policy::{config as wit_config, kv as wit_kv, log as wit_log};
+worlds!(
+    "../../wit/policy.wit",
+    with: {
+        "flywheel:policy/types.event": super::EventHandle,
+    },
+    // A handle the host did not lend traps the guest.
+    imports: { "flywheel:policy/types": trappable },
+);
 
 /// The 0.1.0 contract, frozen in `wit/archive/`: plugins built against it still load
 /// and run; new plugins get 0.2.
 pub(crate) mod v0_1 {
     use super::model;
 
-    /// Bindings for the 0.1 `scorer` world, with its types and imports.
-    pub(crate) mod scorer {
-        wasmtime::component::bindgen!({
-            world: "scorer",
-            path: "../../wit/archive/policy-0.1.0.wit",
-        });
-    }
-
-    /// Bindings for the 0.1 `router` world.
-    pub(crate) mod router {
-        wasmtime::component::bindgen!({
-            world: "router",
-            path: "../../wit/archive/policy-0.1.0.wit",
-            with: {
-                "flywheel:policy/types": super::scorer::flywheel::policy::types,
-                "flywheel:policy/log": super::scorer::flywheel::policy::log,
-                "flywheel:policy/config": super::scorer::flywheel::policy::config,
-                "flywheel:policy/kv": super::scorer::flywheel::policy::kv,
-            },
-        });
-    }
-
-    /// Bindings for the 0.1 `refiner` world.
-    pub(crate) mod refiner {
-        wasmtime::component::bindgen!({
-            world: "refiner",
-            path: "../../wit/archive/policy-0.1.0.wit",
-            with: {
-                "flywheel:policy/types": super::scorer::flywheel::policy::types,
-                "flywheel:policy/log": super::scorer::flywheel::policy::log,
-                "flywheel:policy/config": super::scorer::flywheel::policy::config,
-                "flywheel:policy/kv": super::scorer::flywheel::policy::kv,
-            },
-        });
-    }
-
-    pub(crate) use scorer::flywheel::policy::types as wit;
-    pub(crate) use scorer::flywheel::policy::{config as wit_config, kv as wit_kv, log as wit_log};
+    worlds!("../../wit/archive/policy-0.1.0.wit");
 
     /// The whole event as a 0.1 record.
     pub(crate) fn event_to_wit(e: &model::Event) -> wit::Event {

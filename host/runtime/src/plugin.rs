@@ -85,29 +85,9 @@ pub struct PluginCounters {
     pub instantiations: AtomicU64,
     /// Failures since the last success: what quarantine counts.
     pub consecutive_failures: AtomicU64,
-    errors_by_class: [AtomicU64; 6],
+    errors_by_class: [AtomicU64; ErrorClass::ALL.len()],
     latency: [AtomicU64; LATENCY_BUCKETS],
 }
-
-fn class_index(class: ErrorClass) -> usize {
-    match class {
-        ErrorClass::Timeout => 0,
-        ErrorClass::OutOfMemory => 1,
-        ErrorClass::Trap => 2,
-        ErrorClass::PluginError => 3,
-        ErrorClass::InvalidResult => 4,
-        ErrorClass::Unavailable => 5,
-    }
-}
-
-const CLASSES: [ErrorClass; 6] = [
-    ErrorClass::Timeout,
-    ErrorClass::OutOfMemory,
-    ErrorClass::Trap,
-    ErrorClass::PluginError,
-    ErrorClass::InvalidResult,
-    ErrorClass::Unavailable,
-];
 
 /// A snapshot of a plugin version's counters, for people.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -131,7 +111,7 @@ impl PluginCounters {
         match failure {
             Some(class) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.errors_by_class[class_index(class)].fetch_add(1, Ordering::Relaxed);
+                self.errors_by_class[class.index()].fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
             }
             None => self.consecutive_failures.store(0, Ordering::Relaxed),
@@ -164,12 +144,12 @@ impl PluginCounters {
         PluginStats {
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            errors_by_class: CLASSES
+            errors_by_class: ErrorClass::ALL
                 .iter()
                 .map(|c| {
                     (
                         c.as_str(),
-                        self.errors_by_class[class_index(*c)].load(Ordering::Relaxed),
+                        self.errors_by_class[c.index()].load(Ordering::Relaxed),
                     )
                 })
                 .filter(|(_, n)| *n > 0)

@@ -353,14 +353,6 @@ fn model_route(r: BinRoute<String>) -> Route {
 }
 
 const KINDS: [PluginKind; 3] = [PluginKind::Scorer, PluginKind::Router, PluginKind::Refiner];
-const CLASSES: [ErrorClass; 6] = [
-    ErrorClass::Timeout,
-    ErrorClass::OutOfMemory,
-    ErrorClass::Trap,
-    ErrorClass::PluginError,
-    ErrorClass::InvalidResult,
-    ErrorClass::Unavailable,
-];
 const MODES: [FailureMode; 2] = [FailureMode::FailOpen, FailureMode::FailClosed];
 
 fn kind_code(k: PluginKind) -> u8 {
@@ -372,11 +364,11 @@ fn kind_from(c: u8) -> Option<PluginKind> {
 }
 
 fn class_code(k: ErrorClass) -> u8 {
-    CLASSES.iter().position(|x| *x == k).unwrap_or_default() as u8
+    k.index() as u8
 }
 
 fn class_from(c: u8) -> Option<ErrorClass> {
-    CLASSES.get(usize::from(c)).copied()
+    ErrorClass::ALL.get(usize::from(c)).copied()
 }
 
 fn mode_code(m: FailureMode) -> u8 {

@@ -1680,45 +1680,51 @@ mod tests {
         assert!(has_phrase("ab b b", "b b"));
     }
 
+    /// Texts with the traps of whole-word phrase matching: case, typographic quotes,
+    /// overlapping candidates, punctuation inside phrases, non-ASCII words.
+    const PHRASE_TEXTS: &[&str] = &[
+        "this issue is among the things you didn't follow; she hallucinated.",
+        "ab b b",
+        "take 500mg of ibuprofen, twice a day (see your doctor's advice)",
+        "my 401(k) and 401k; e.g. tl;dr -- ünïcode über über-cool, it’s ok",
+        "",
+        "   ",
+        "sue sued suing lawsuit-free lawsuits",
+    ];
+
+    /// Phrases for those texts: prefixes, multi-word, punctuation, empty and degenerate.
+    const PHRASES: &[&str] = &[
+        "sue",
+        "sued",
+        "mg",
+        "issue",
+        "didn't follow",
+        "hallucinat*",
+        "hallucinat",
+        "tl;dr",
+        "b b",
+        "b",
+        "401(k)",
+        "(k)",
+        "-- ",
+        "über",
+        "über-cool",
+        "cool",
+        "it’s",
+        "doctor*",
+        "doctor's advice",
+        "a day",
+        "lawsuit*",
+        "e.g",
+        ".",
+        "",
+        "*",
+        "ok",
+    ];
+
     #[test]
     fn phrase_index_agrees_with_has_phrase() {
-        let texts = [
-            "this issue is among the things you didn't follow; she hallucinated.",
-            "ab b b",
-            "take 500mg of ibuprofen, twice a day (see your doctor's advice)",
-            "my 401(k) and 401k; e.g. tl;dr -- ünïcode über über-cool, it’s ok",
-            "",
-            "   ",
-            "sue sued suing lawsuit-free lawsuits",
-        ];
-        let phrases = [
-            "sue",
-            "sued",
-            "mg",
-            "issue",
-            "didn't follow",
-            "hallucinat*",
-            "hallucinat",
-            "tl;dr",
-            "b b",
-            "b",
-            "401(k)",
-            "(k)",
-            "-- ",
-            "über",
-            "über-cool",
-            "cool",
-            "it’s",
-            "doctor*",
-            "doctor's advice",
-            "a day",
-            "lawsuit*",
-            "e.g",
-            ".",
-            "",
-            "*",
-            "ok",
-        ];
+        let (texts, phrases) = (PHRASE_TEXTS, PHRASES);
         for t in texts {
             let index = PhraseIndex::new(t);
             for p in phrases {
@@ -1729,50 +1735,21 @@ mod tests {
 
     #[test]
     fn lexicon_agrees_with_has_phrase_on_normalized_text() {
-        let texts = [
+        let extra_texts = [
             "This ISSUE is among the things you didn’t follow; she Hallucinated.",
-            "ab b b",
             "take 500MG of ibuprofen, twice a day (see your Doctor's advice)",
-            "my 401(k) and 401k; e.g. tl;dr -- ünïcode über über-cool, it’s ok",
-            "",
-            "   ",
             "sue sued suing lawsuit-free Lawsuits",
             "It DIDN’T work, not helpful at all",
         ];
-        let phrases = [
-            "sue",
-            "sued",
-            "mg",
-            "issue",
-            "didn't follow",
-            "hallucinat*",
-            "hallucinat",
-            "tl;dr",
-            "b b",
-            "b",
-            "401(k)",
-            "(k)",
-            "-- ",
-            "über",
-            "über-cool",
-            "cool",
-            "it’s",
-            "doctor*",
-            "doctor's advice",
-            "a day",
-            "lawsuit*",
-            "e.g",
-            ".",
-            "",
-            "*",
-            "ok",
-            "didn't work",
-            "not helpful",
-            "(k*",
-        ];
-        let lexicon = Lexicon::new(phrases);
+        let texts: Vec<&str> = PHRASE_TEXTS.iter().copied().chain(extra_texts).collect();
+        let phrases: Vec<&str> = PHRASES
+            .iter()
+            .copied()
+            .chain(["didn't work", "not helpful", "(k*"])
+            .collect();
+        let lexicon = Lexicon::new(phrases.iter().copied());
         assert_eq!(lexicon.len(), phrases.len());
-        for t in texts {
+        for &t in &texts {
             let found = lexicon.find(t);
             let normalized = normalize(t);
             for (i, p) in phrases.iter().enumerate() {
