@@ -5,7 +5,9 @@
 //! benches run the same code. [`Pipeline`] adds the worker pool: events are processed
 //! off the request path on plain threads (plugin calls are CPU-bound and must not
 //! starve the HTTP runtime), and the live plugin set is swapped atomically with
-//! `arc-swap`; an event is processed by the one set it loaded when it started.
+//! `arc-swap`; an event is processed by the one set it loaded when it started. A worker
+//! decides a batch of waiting events and hands their outcomes to the store, which writes
+//! them in its next group commit; the worker never waits on a write.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

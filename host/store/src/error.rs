@@ -15,6 +15,9 @@ pub enum StoreError {
     /// A stored value could not be decoded: the data on disk is not what this code wrote.
     #[error("corrupt data: {what}")]
     Corrupt { what: String },
+    /// Another process holds the data directory (a second server on the same `--data`?).
+    #[error("the data directory {path} is in use by another process")]
+    Locked { path: String },
     /// The committer thread could not be started.
     #[error("cannot start the committer thread: {0}")]
     Spawn(String),

@@ -157,11 +157,11 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the store in `dir` and starts its committer thread.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(opts.cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let db = open_db(&config, dir)?;
         let trees = Trees {
             events: db.open_tree("events")?,
             outcomes: db.open_tree("outcomes")?,
@@ -263,6 +263,30 @@ impl Store {
 
     pub(crate) fn watermark(&self) -> &parking_lot::Mutex<u128> {
         &self.inner.watermark
+    }
+}
+
+/// How long `open` waits for the directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for the directory's lock. sled releases it
+/// only once its background I/O threads let go of the files, a few milliseconds after
+/// the last handle of a store opened in this process (a restart in place, a test) is
+/// dropped; a lock still held after that belongs to another process.
+fn open_db(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked {
+                        path: dir.display().to_string(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -208,6 +208,23 @@ fn reopen_after_drop_keeps_everything() {
 }
 
 #[test]
+fn a_directory_in_use_is_refused_and_free_again_once_dropped() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.append(vec![event("a", 1)]).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), StoreOptions::default()),
+        Err(StoreError::Locked { .. })
+    ));
+    // Dropped and reopened at once, again and again: `open` waits out sled's threads.
+    drop(store);
+    for _ in 0..5 {
+        let store = open(&dir);
+        assert!(store.get("a").unwrap().is_some());
+    }
+}
+
+#[test]
 fn complete_is_once_and_queues_label_and_review() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
