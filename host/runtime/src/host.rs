@@ -294,19 +294,19 @@ macro_rules! host_imports {
             }
 
             fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), $kv::Error> {
-                self.kv_set(&key, &value).map_err(|f| match f {
-                    KvFailure::QuotaExceeded(q) => $kv::Error::QuotaExceeded(q),
-                    KvFailure::InvalidKey => $kv::Error::InvalidKey,
-                    KvFailure::Unavailable(m) => $kv::Error::Unavailable(m),
-                })
+                self.kv_set(&key, &value).map_err(kv_error)
             }
 
             fn delete(&mut self, key: String) -> Result<(), $kv::Error> {
-                self.kv_delete(&key).map_err(|f| match f {
-                    KvFailure::QuotaExceeded(q) => $kv::Error::QuotaExceeded(q),
-                    KvFailure::InvalidKey => $kv::Error::InvalidKey,
-                    KvFailure::Unavailable(m) => $kv::Error::Unavailable(m),
-                })
+                self.kv_delete(&key).map_err(kv_error)
+            }
+        }
+
+        fn kv_error(f: KvFailure) -> $kv::Error {
+            match f {
+                KvFailure::QuotaExceeded(q) => $kv::Error::QuotaExceeded(q),
+                KvFailure::InvalidKey => $kv::Error::InvalidKey,
+                KvFailure::Unavailable(m) => $kv::Error::Unavailable(m),
             }
         }
     };

@@ -95,7 +95,8 @@ pub(crate) struct PreparedItem {
 /// What one request of a batch came to.
 enum Done {
     Appended(Vec<Appended>),
-    Completed(Vec<Completion>),
+    /// Per outcome, whether it was recorded (else the event was already processed).
+    Completed(Vec<bool>),
 }
 
 /// At most this many writes go into one transaction; more waiting requests go next.
@@ -298,7 +299,7 @@ impl Committer {
                             for p in items {
                                 let id = p.id.as_str();
                                 if !recorded.insert(id) || outcomes.get(id)?.is_some() {
-                                    done.push(Completion::AlreadyProcessed);
+                                    done.push(false);
                                     continue;
                                 }
                                 outcomes.insert(id, p.outcome.as_slice())?;
@@ -310,9 +311,7 @@ impl Committer {
                                         None => added.push((q, 1)),
                                     }
                                 }
-                                done.push(Completion::Completed {
-                                    queue_item: p.item.as_ref().map(|i| i.item.clone()),
-                                });
+                                done.push(true);
                             }
                             results.push(Done::Completed(done));
                         }
@@ -356,9 +355,22 @@ fn answer(request: Request, result: Result<Done>) {
             });
             catch_unwind(AssertUnwindSafe(move || reply(result, events)))
         }
-        Request::Complete { reply, .. } => {
+        Request::Complete { items, reply } => {
             let result = result.and_then(|d| match d {
-                Done::Completed(c) => Ok(c),
+                // The queue items move into the answer: no copy.
+                Done::Completed(recorded) => Ok(items
+                    .into_iter()
+                    .zip(recorded)
+                    .map(|(p, recorded)| {
+                        if recorded {
+                            Completion::Completed {
+                                queue_item: p.item.map(|i| i.item),
+                            }
+                        } else {
+                            Completion::AlreadyProcessed
+                        }
+                    })
+                    .collect()),
                 Done::Appended(_) => Err(StoreError::corrupt("a completion got appends")),
             });
             catch_unwind(AssertUnwindSafe(move || reply(result)))

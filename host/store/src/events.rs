@@ -236,41 +236,40 @@ impl Store {
         items: &[(&str, &Outcome)],
         reply: impl FnOnce(Vec<Result<Completion>>) + Send + 'static,
     ) {
-        let mut failed: Vec<(usize, StoreError)> = Vec::new();
+        // One slot per item: the error of one refused here, or `None` for one sent on.
+        let mut slots: Vec<Option<Result<Completion>>> = Vec::with_capacity(items.len());
         let mut prepared = Vec::with_capacity(items.len());
-        for (i, (id, outcome)) in items.iter().enumerate() {
+        for (id, outcome) in items {
             match self.prepare_outcome(id, outcome) {
-                Ok(p) => prepared.push(p),
-                Err(e) => failed.push((i, e)),
+                Ok(p) => {
+                    prepared.push(p);
+                    slots.push(None);
+                }
+                Err(e) => slots.push(Some(Err(e))),
             }
         }
-        let n = items.len();
-        let merge = move |sent: Result<Vec<Completion>>| -> Vec<Result<Completion>> {
-            let mut sent = match sent {
-                Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => (0..n - failed.len()).map(|_| Err(e.clone())).collect(),
-            }
-            .into_iter();
-            let mut failed = failed.into_iter().peekable();
-            (0..n)
-                .map(|i| match failed.peek() {
-                    Some((at, _)) if *at == i => failed.next().map_or_else(
-                        || Err(StoreError::corrupt("lost a completion")),
-                        |(_, e)| Err(e),
-                    ),
-                    _ => sent
-                        .next()
-                        .unwrap_or_else(|| Err(StoreError::corrupt("lost a completion"))),
+        let sent = prepared.len();
+        let fill = move |written: Result<Vec<Completion>>| -> Vec<Result<Completion>> {
+            let mut written: Box<dyn Iterator<Item = Result<Completion>>> = match written {
+                Ok(done) => Box::new(done.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::repeat_n(Err(e), sent)),
+            };
+            slots
+                .into_iter()
+                .map(|slot| {
+                    slot.or_else(|| written.next()).unwrap_or_else(|| {
+                        Err(StoreError::corrupt("the committer lost a completion"))
+                    })
                 })
                 .collect()
         };
         if prepared.is_empty() {
-            return reply(merge(Ok(Vec::new())));
+            return reply(fill(Ok(Vec::new())));
         }
         self.send(
             Request::Complete {
                 items: prepared,
-                reply: Box::new(move |r| reply(merge(r))),
+                reply: Box::new(move |r| reply(fill(r))),
             },
             true,
         );

@@ -377,6 +377,7 @@ fn complete_with_answers_each_item_and_makes_outcomes_durable() {
         let accept = outcome(Route::Accept);
         let label = outcome(Route::Label(target("q", 10)));
         let bad = outcome(Route::Label(target("bad\0q", 1)));
+        let flushes = store.stats().flushes;
         let (tx, rx) = mpsc::channel();
         store.complete_with(
             &[
@@ -389,6 +390,10 @@ fn complete_with_answers_each_item_and_makes_outcomes_durable() {
             move |results| tx.send(results).unwrap(),
         );
         let results = rx.recv().unwrap();
+        assert!(
+            store.stats().flushes > flushes,
+            "the reply comes after the group commit's flush"
+        );
         assert_eq!(results.len(), 5);
         assert_eq!(
             results[0].as_ref().unwrap(),
@@ -409,7 +414,6 @@ fn complete_with_answers_each_item_and_makes_outcomes_durable() {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(store.pending().unwrap(), ["c"]);
-        // No explicit flush: the committer flushed the group commit before replying.
     }
     let store = open(&dir);
     assert_eq!(store.pending().unwrap(), ["c"]);

@@ -357,24 +357,6 @@ impl CuesFound<'_, '_> {
     }
 }
 
-/// The summed weight of `topic`'s cues in `text` and the cues that matched,
-/// in lexicon order (see [`Topic`]). Dosages written as one word (`500mg`,
-/// `2.5ml`) count as a strong medical cue.
-pub fn topic_cues(topic: &Topic, text: &str) -> (f64, Vec<&'static str>) {
-    if TOPICS.iter().any(|t| t.name == topic.name) {
-        return CueLexicon::get().find(text).topic(topic);
-    }
-    let lexicon = text::Lexicon::new(topic.cues.iter().map(|(c, _)| *c));
-    let found = lexicon.find(text);
-    let mut weight = 0.0;
-    let mut cues = Vec::new();
-    for i in found.iter() {
-        weight += topic.cues[i].1;
-        cues.push(topic.cues[i].0);
-    }
-    (weight, cues)
-}
-
 /// Whether `text` has a word made of digits and a dose unit: `500mg`,
 /// `25mcg`, `10ml` (any case).
 fn has_glued_dosage(text: &str) -> bool {
