@@ -438,6 +438,91 @@ fn health_readiness_and_metrics() {
 }
 
 #[test]
+fn a_full_backlog_refuses_new_events_until_the_pipeline_catches_up() {
+    // hostile-loop spins until its 200 ms deadline, so each event takes that long to
+    // decide: a batch of 16 keeps the two workers busy for over a second.
+    let server = Server::start(Options {
+        plugins: vec![
+            StagedPlugin::from(plugins::HOSTILE_LOOP).config("spare-ids-with-prefix", "smoke-"),
+        ],
+        config: "[pipeline]\nmax-backlog = 4\nquarantine-after = 1000\n".into(),
+        ..Options::default()
+    });
+    let (_, ready) = server.get("/readyz");
+    assert_eq!(ready["plugins"][0]["name"], "hostile-loop", "{ready}");
+    let slow: Vec<Value> = (0..16)
+        .map(|i| {
+            let mut e = without_id("event_thumbs_up_grounded");
+            e["id"] = json!(format!("slow-{i}"));
+            e
+        })
+        .collect();
+    let (status, body) = server.post("/v1/events", &json!({ "events": slow }));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 16, "{body}");
+    let (_, ready) = server.get("/readyz");
+    assert!(
+        ready["pipeline_backlog"].as_u64() >= Some(4),
+        "the batch is not processed yet: {ready}"
+    );
+
+    // Refused whole, with a hint when to retry, and nothing stored.
+    let refused = server
+        .client
+        .post(server.url("/v1/events"))
+        .json(&fixtures::json("event_rating_four_of_five"))
+        .send()
+        .expect("POST");
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body: Value = refused.json().expect("JSON error");
+    assert_eq!(body["error"]["code"], "backlog_full", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max-backlog")),
+        "{body}"
+    );
+    let id = fixtures::json("event_rating_four_of_five")["id"].clone();
+    let (status, _) = server.get(&format!("/v1/events/{}", id.as_str().expect("id")));
+    assert_eq!(status, 404);
+
+    // `?wait=true` is decided inline, adding nothing to the backlog: still admitted.
+    let (status, body) = server.post(
+        "/v1/events?wait=true",
+        &without_id("event_thumbs_up_grounded"),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Once the pipeline catches up, events are admitted again.
+    let backlog_below = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, ready) = server.get("/readyz");
+            if ready["pipeline_backlog"].as_u64() < Some(n) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{ready}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    backlog_below(4);
+    let (status, body) = server.post("/v1/events", &fixtures::json("event_rating_four_of_five"));
+    assert_eq!(status, 202, "{body}");
+    backlog_below(1);
+    let (_, text) = server.get_text("/metrics");
+    for line in [
+        "flywheel_events_rejected_total{code=\"backlog_full\"} 1",
+        "flywheel_pipeline_backlog 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+}
+
+#[test]
 fn listing_filters_and_pages() {
     let server = Server::with_examples();
     let mut batch = Vec::new();

@@ -104,6 +104,12 @@ pub struct PipelineConfig {
     /// (never only in memory) for the pipeline to catch up when load drops; under
     /// sustained overload the backlog then grows (watch `flywheel_pipeline_backlog`).
     pub nice: i32,
+    /// Most events acknowledged but not yet processed before `POST /v1/events` answers
+    /// 503 `backlog_full` (with `Retry-After`); 0 (the default) = no limit, the disk is
+    /// the buffer. Bounds how far processing may fall behind under sustained overload,
+    /// and so the disk the backlog takes and how stale decisions get. `?wait=true`
+    /// requests are still admitted: they are decided inline and add nothing to it.
+    pub max_backlog: u64,
 }
 
 impl Default for PipelineConfig {
@@ -114,6 +120,7 @@ impl Default for PipelineConfig {
             quarantine_after: 20,
             watch_plugins: true,
             nice: 0,
+            max_backlog: 0,
         }
     }
 }

@@ -464,8 +464,8 @@ impl Pipeline {
     /// Hand an accepted event to the workers. Never blocks: when the queue is full the
     /// event stays pending in the store and the sweeper picks it up.
     pub fn submit(&self, event: Event) {
-        static BACKLOG: LazyLock<metrics::Gauge> =
-            LazyLock::new(|| metrics::gauge!("flywheel_pipeline_backlog"));
+        static QUEUED: LazyLock<metrics::Gauge> =
+            LazyLock::new(|| metrics::gauge!("flywheel_pipeline_queued"));
         // Marked before sending: a worker may finish the event before `try_send` returns.
         self.shared.queued.lock().insert(event.id.clone());
         match self.tx.try_send(Job {
@@ -477,7 +477,7 @@ impl Pipeline {
                 self.shared.backlog.store(true, Ordering::Release);
             }
         }
-        BACKLOG.set(self.tx.len() as f64);
+        QUEUED.set(self.tx.len() as f64);
     }
 
     /// Decide an event now, on the calling thread, and store the outcome. For

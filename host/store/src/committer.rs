@@ -23,7 +23,7 @@ use crate::codec;
 use crate::error::{Result, StoreError, from_tx};
 use crate::events::Completion;
 use crate::queue::QueueItem;
-use crate::{Counters, EVENTS_COUNTER, Store, Trees};
+use crate::{Counters, EVENTS_COUNTER, PROCESSED_COUNTER, Store, Trees};
 
 /// What happened to one event of an append, in the order the events were given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -268,12 +268,13 @@ impl Committer {
             &t.queue,
             &t.queue_depth,
         );
-        let (results, accepted, total) = from_tx(trees.transaction(
+        let (results, accepted, total, processed) = from_tx(trees.transaction(
             |(events, log, counters, outcomes, queue, depth)| {
                 let abort = ConflictableTransactionError::Abort;
                 let mut seen = HashSet::new();
                 let mut recorded = HashSet::new();
                 let mut accepted = 0u64;
+                let mut completed = 0u64;
                 // Queue depths are added up per queue and written once per batch.
                 let mut added: Vec<(&str, u64)> = Vec::new();
                 let mut results = Vec::with_capacity(batch.len());
@@ -303,6 +304,7 @@ impl Committer {
                                     continue;
                                 }
                                 outcomes.insert(id, p.outcome.as_slice())?;
+                                completed += 1;
                                 if let Some(item) = &p.item {
                                     queue.insert(item.key.as_slice(), item.value.as_slice())?;
                                     let q = item.item.queue.as_str();
@@ -332,7 +334,17 @@ impl Committer {
                 if accepted > 0 {
                     counters.insert(EVENTS_COUNTER, &total.to_be_bytes())?;
                 }
-                Ok((results, accepted, total))
+                let processed = if completed > 0 {
+                    let before = match counters.get(PROCESSED_COUNTER)? {
+                        Some(v) => codec::decode_u64("processed counter", &v).map_err(abort)?,
+                        None => 0,
+                    };
+                    counters.insert(PROCESSED_COUNTER, &(before + completed).to_be_bytes())?;
+                    Some(before + completed)
+                } else {
+                    None
+                };
+                Ok((results, accepted, total, processed))
             },
         ))?;
         let total_events: u64 = prepared.iter().map(|p| p.len() as u64).sum();
@@ -341,6 +353,9 @@ impl Committer {
         c.duplicates
             .fetch_add(total_events - accepted, Ordering::Relaxed);
         c.events.store(total, Ordering::Relaxed);
+        if let Some(processed) = processed {
+            c.processed.store(processed, Ordering::Relaxed);
+        }
         Ok(results)
     }
 }

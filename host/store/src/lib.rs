@@ -110,6 +110,8 @@ pub(crate) struct Counters {
     duplicates: AtomicU64,
     /// Events stored in total, mirrored from the `counters` tree.
     events: AtomicU64,
+    /// Events with an outcome, mirrored from the `counters` tree.
+    processed: AtomicU64,
 }
 
 /// The fixed trees, opened once.
@@ -131,6 +133,9 @@ pub(crate) struct Trees {
 }
 
 const EVENTS_COUNTER: &[u8] = b"events";
+/// How many events have an outcome: written in the same transactions as the outcomes, so
+/// that `events - processed` is the exact backlog without walking the `log`.
+const PROCESSED_COUNTER: &[u8] = b"processed";
 /// The `log` key (as a number) below which every event has an outcome.
 const WATERMARK: &[u8] = b"pending_watermark";
 
@@ -184,6 +189,9 @@ impl Store {
         };
         counters.events.store(stored, Ordering::Relaxed);
         let max_seq = migrate_v1(&db, &trees)?;
+        counters
+            .processed
+            .store(processed_count(&trees)?, Ordering::Relaxed);
         let watermark = match trees.counters.get(WATERMARK)? {
             Some(v) => codec::decode_log_key(&v)?,
             None => 0,
@@ -247,6 +255,21 @@ impl Store {
         usize::try_from(self.inner.counters.events.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
+    /// How many stored events have an outcome (a counter, O(1)).
+    pub fn processed(&self) -> u64 {
+        self.inner.counters.processed.load(Ordering::Relaxed)
+    }
+
+    /// Events acknowledged but not processed yet: the pipeline's real backlog, wherever
+    /// it waits (the workers' queue or only on disk). O(1), so the server can check it on
+    /// every request to bound the backlog, and report it in `/metrics`.
+    pub fn unprocessed(&self) -> u64 {
+        let c = &self.inner.counters;
+        // Read `processed` first: both only grow, so this never undercounts by a race.
+        let processed = c.processed.load(Ordering::Relaxed);
+        c.events.load(Ordering::Relaxed).saturating_sub(processed)
+    }
+
     pub(crate) fn trees(&self) -> &Trees {
         &self.inner.trees
     }
@@ -294,6 +317,27 @@ fn open_db(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
 /// `received_at` ++ id) to the `log`, and returns the highest `seq` it saw (0 if there was
 /// nothing to convert). Safe to repeat: a crash part-way leaves the old trees in place,
 /// and the next open converts again, writing the same keys.
+/// The stored processed counter; a store written before it existed gets it counted once
+/// from the `outcomes` tree (and stored, so this happens on one open only).
+fn processed_count(trees: &Trees) -> Result<u64> {
+    if let Some(v) = trees.counters.get(PROCESSED_COUNTER)? {
+        return codec::decode_u64("processed counter", &v);
+    }
+    let mut n = 0u64;
+    for entry in trees.outcomes.iter() {
+        entry?;
+        n += 1;
+    }
+    if n > 0 {
+        trees.counters.insert(PROCESSED_COUNTER, &n.to_be_bytes())?;
+        tracing::info!(
+            processed = n,
+            "counted the processed events once (new counter)"
+        );
+    }
+    Ok(n)
+}
+
 fn migrate_v1(db: &sled::Db, trees: &Trees) -> Result<u64> {
     let names = db.tree_names();
     if !names.iter().any(|n| n.as_ref() == b"by_time") {

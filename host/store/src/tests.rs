@@ -366,6 +366,61 @@ fn complete_all_is_one_transaction_and_survives_reopen() {
 }
 
 #[test]
+fn the_backlog_is_counted_exactly_across_duplicates_reopen_and_old_stores() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        store
+            .append(
+                ["a", "b", "c", "a"]
+                    .iter()
+                    .map(|id| event(id, 10))
+                    .collect(),
+            )
+            .unwrap();
+        assert_eq!(
+            (store.count(), store.processed(), store.unprocessed()),
+            (3, 0, 3)
+        );
+        let accept = outcome(Route::Accept);
+        // A second outcome for the same event, in the batch or later, is not counted.
+        store
+            .complete_all(&[("a", &accept), ("a", &accept)])
+            .unwrap();
+        store.complete("a", &accept).unwrap();
+        store
+            .complete("b", &outcome(Route::Label(target("q", 1))))
+            .unwrap();
+        assert_eq!((store.processed(), store.unprocessed()), (2, 1));
+        store.append(vec![event("b", 10)]).unwrap();
+        assert_eq!(store.unprocessed(), 1);
+        store.flush().unwrap();
+    }
+    {
+        let store = open(&dir);
+        assert_eq!(
+            (store.count(), store.processed(), store.unprocessed()),
+            (3, 2, 1)
+        );
+        // A store written before the counter existed: counted once from the outcomes.
+        store.trees().counters.remove(PROCESSED_COUNTER).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!((store.processed(), store.unprocessed()), (2, 1));
+    assert!(
+        store
+            .trees()
+            .counters
+            .get(PROCESSED_COUNTER)
+            .unwrap()
+            .is_some()
+    );
+    store.complete("c", &outcome(Route::Accept)).unwrap();
+    assert_eq!((store.processed(), store.unprocessed()), (3, 0));
+}
+
+#[test]
 fn complete_with_answers_each_item_and_makes_outcomes_durable() {
     let dir = TempDir::new().unwrap();
     {

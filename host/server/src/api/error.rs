@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds): the error is about load, not the request.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,7 +27,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tell the client when to try again (for 503s caused by load).
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -69,7 +79,8 @@ impl From<flywheel_store::StoreError> for ApiError {
         use flywheel_store::StoreError as E;
         let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
         match &e {
-            E::Busy => Self::unavailable("too many writes are waiting for the disk; retry shortly"),
+            E::Busy => Self::unavailable("too many writes are waiting for the disk; retry shortly")
+                .retry_after(1),
             E::NoSuchItem { .. } => Self::not_found(e.to_string()),
             E::InvalidName { .. } => Self::bad_request("invalid_name", e.to_string()),
             E::NotClaimed { .. } => conflict("not_claimed"),
@@ -105,7 +116,13 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

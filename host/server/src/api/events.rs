@@ -88,6 +88,29 @@ async fn store_and_dispatch(
         .map_err(|_| ApiError::unavailable("the store is shutting down"))?
 }
 
+/// Refuse new work while the pipeline's backlog is at `pipeline.max-backlog`. Checked
+/// before parsing, so an overloaded server spends nothing on what it turns away; a
+/// request admitted just under the limit may take the backlog over it by its own size.
+fn admit(state: &AppState, wait: bool) -> Result<(), ApiError> {
+    let limit = state.config.pipeline.max_backlog;
+    if limit == 0 || wait {
+        return Ok(());
+    }
+    let backlog = state.store.unprocessed();
+    if backlog < limit {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backlog_full",
+        format!(
+            "{backlog} events are waiting for the pipeline, at the limit of {limit} \
+             (pipeline.max-backlog); nothing in this request was stored, retry later"
+        ),
+    )
+    .retry_after(1))
+}
+
 fn reject(code: &'static str) {
     metrics::counter!("flywheel_events_rejected_total", "code" => code).increment(1);
 }
@@ -113,6 +136,7 @@ async fn ingest(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let body = body?;
+    admit(state, query.wait)?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;

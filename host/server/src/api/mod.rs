@@ -103,6 +103,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "events": state.store.count(),
         "plugins": live.all().map(|p| json!({"name": p.id().name, "kind": p.kind(), "version": p.id().version, "hash": p.id().hash})).collect::<Vec<_>>(),
         "pipeline_queued": state.pipeline.queued(),
+        "pipeline_backlog": state.store.unprocessed(),
     });
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, Json(body)).into_response()
@@ -123,7 +124,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::counter!("flywheel_store_append_requests_total").absolute(store.requests);
     metrics::counter!("flywheel_store_commits_total").absolute(store.batches);
     metrics::counter!("flywheel_store_flushes_total").absolute(store.flushes);
-    metrics::gauge!("flywheel_pipeline_backlog").set(state.pipeline.queued() as f64);
+    // Acknowledged but not processed, wherever it waits: the workers' queue holds at most
+    // `queue-capacity` of it, the rest waits on disk for the sweeper.
+    metrics::gauge!("flywheel_pipeline_backlog").set(state.store.unprocessed() as f64);
+    metrics::gauge!("flywheel_pipeline_queued").set(state.pipeline.queued() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,
