@@ -56,6 +56,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/events", get(events::list).post(events::post))
         .route("/v1/events/{id}", get(events::get_one))
         .merge(queues::routes())
@@ -90,6 +91,18 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not take that method",
     )
+}
+
+/// The ingestion API's OpenAPI 3.1 document (`docs/openapi.json`), served by the binary
+/// that implements it so clients generate code against the version they talk to.
+const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
