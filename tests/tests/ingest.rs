@@ -523,6 +523,65 @@ fn a_full_backlog_refuses_new_events_until_the_pipeline_catches_up() {
 }
 
 #[test]
+fn gzip_bodies_are_accepted_and_a_compressed_bomb_is_refused() {
+    use std::io::Write;
+    let gzip = |bytes: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).expect("gzip");
+        encoder.finish().expect("gzip")
+    };
+    let server = Server::with_examples();
+    let post = |body: Vec<u8>, encoding: &str| {
+        let response = server
+            .client
+            .post(server.url("/v1/events"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().expect("JSON body"))
+    };
+
+    let batch = json!({"events": [
+        fixtures::json("event_rating_four_of_five"),
+        fixtures::json("event_clarification"),
+    ]});
+    let (status, body) = post(gzip(batch.to_string().as_bytes()), "gzip");
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(2)),
+        "{body}"
+    );
+    server.wait_processed("rating-four-of-five");
+
+    let (status, body) = post(b"\x1f\x8b not really gzip".to_vec(), "gzip");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{body}"
+    );
+    let (status, body) = post(batch.to_string().into_bytes(), "br");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_encoding")),
+        "{body}"
+    );
+    // 17 MiB of JSON in a few KiB: the 16 MiB limit holds after decompression.
+    let bomb = format!(
+        r#"{{"input": "{}", "output": "a", "feedback": {{"type": "none"}}}}"#,
+        "a".repeat(17 << 20)
+    );
+    let (status, body) = post(gzip(bomb.as_bytes()), "gzip");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+}
+
+#[test]
 fn listing_filters_and_pages() {
     let server = Server::with_examples();
     let mut batch = Vec::new();

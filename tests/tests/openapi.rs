@@ -198,6 +198,20 @@ fn real_answers_match_the_documented_schemas() {
     let (status, body) = server.post("/v1/events", &huge);
     assert_eq!(status, 413);
     spec.check("post", "/v1/events", status, &body);
+    for (encoding, bytes) in [("br", b"{}".to_vec()), ("gzip", b"not gzip".to_vec())] {
+        let response = server
+            .client
+            .post(server.url("/v1/events"))
+            .bearer_auth(INGEST)
+            .header("content-encoding", encoding)
+            .body(bytes)
+            .send()
+            .expect("POST");
+        let status = response.status().as_u16();
+        let body: Value = response.json().expect("JSON error");
+        assert!(status == 415 || status == 400, "{status} {body}");
+        spec.check("post", "/v1/events", status, &body);
+    }
     let (status, body) = server.post_as("/v1/events", &event, Some("wrong-token-0123456789"));
     assert_eq!(status, 401);
     spec.check("post", "/v1/events", status, &body);

@@ -111,6 +111,49 @@ fn admit(state: &AppState, wait: bool) -> Result<(), ApiError> {
     .retry_after(1))
 }
 
+/// Undo `Content-Encoding: gzip` (what SDKs send for big batches). The limit applies to
+/// the decompressed body too, so a small bomb is a 413 like a big body; the work runs off
+/// the async workers.
+async fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = match headers.get(axum::http::header::CONTENT_ENCODING) {
+        None => return Ok(body),
+        Some(v) => v.to_str().unwrap_or("").trim().to_ascii_lowercase(),
+    };
+    match encoding.as_str() {
+        "" | "identity" => Ok(body),
+        "gzip" | "x-gzip" => tokio::task::spawn_blocking(move || gunzip(&body, limit))
+            .await
+            .map_err(|e| ApiError::internal(format!("decompression failed: {e}")))?,
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding `{other}` is not supported; send gzip or no encoding"),
+        )),
+    }
+}
+
+fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("the body is not valid gzip: {e}"))
+        })?;
+    if out.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the decompressed body is over the configured limit of {limit} bytes \
+                 (limits.max-body-bytes)"
+            ),
+        ));
+    }
+    Ok(out.into())
+}
+
 fn reject(code: &'static str) {
     metrics::counter!("flywheel_events_rejected_total", "code" => code).increment(1);
 }
@@ -122,7 +165,7 @@ pub async fn post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Ingest])?;
-    let result = ingest(&state, query, body).await;
+    let result = ingest(&state, &headers, query, body).await;
     if let Err(e) = &result {
         reject(e.code);
     }
@@ -131,12 +174,14 @@ pub async fn post(
 
 async fn ingest(
     state: &Arc<AppState>,
+    headers: &HeaderMap,
     query: Result<Query<PostQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let body = body?;
     admit(state, query.wait)?;
+    let body = decode(headers, body, state.config.limits.max_body_bytes).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;
