@@ -593,6 +593,8 @@ fn listing_filters_and_pages() {
         };
         let mut e = fixtures::json(fixture);
         e["id"] = json!(format!("list-{i:02}"));
+        e["user_id"] = json!(format!("user-{}", i % 2));
+        e["session_id"] = json!(format!("session-{}", i / 10));
         batch.push(e);
     }
     let (status, _) = server.post("/v1/events?wait=true", &json!({"events": batch}));
@@ -625,6 +627,16 @@ fn listing_filters_and_pages() {
     assert_eq!(thumbs["events"].as_array().map(Vec::len), Some(10));
     let (_, v4) = server.get("/v1/events?prompt=support-answer&prompt_version=4&limit=100");
     assert_eq!(v4["events"].as_array().map(Vec::len), Some(20));
+    let (_, model) = server.get("/v1/events?model=gpt-4o-mini&limit=100");
+    assert_eq!(model["events"].as_array().map(Vec::len), Some(10));
+    let (_, user) = server.get("/v1/events?user_id=user-1&session_id=session-2&limit=100");
+    let ids: Vec<&str> = user["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["list-29", "list-27", "list-25", "list-23", "list-21"]);
     let (status, body) = server.get("/v1/events?limit=0");
     assert_eq!(
         (status, body["error"]["code"].as_str()),

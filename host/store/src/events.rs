@@ -41,6 +41,11 @@ pub struct EventFilter {
     pub queue: Option<String>,
     /// The feedback type, as `Feedback::kind()` names it.
     pub feedback: Option<String>,
+    /// The event's `user_id`, `session_id`, `trace_id` and `model`, exactly.
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub model: Option<String>,
 }
 
 const ROUTES: [&str; 5] = ["accept", "label", "review", "drop", "pending"];
@@ -73,7 +78,14 @@ impl EventFilter {
                 .and_then(|o| o.route.queue())
                 .is_some_and(|t| t.queue == want)
         });
-        prompt_ok(&self.prompt_name, |p| &p.name)
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
+        };
+        same(&self.user_id, &e.user_id)
+            && same(&self.session_id, &e.session_id)
+            && same(&self.trace_id, &e.trace_id)
+            && same(&self.model, &e.model)
+            && prompt_ok(&self.prompt_name, |p| &p.name)
             && prompt_ok(&self.prompt_version, |p| &p.version)
             && route_ok
             && queue_ok
@@ -103,12 +115,18 @@ impl EventFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogPosition(u128);
 
+/// Most events one [`Store::list`] call looks at. Filters other than time are checked
+/// event by event, so without a bound one request with a rare filter would read the
+/// whole store; with it, each page costs at most this much and says where to go on.
+pub const LIST_SCAN_BUDGET: usize = 20_000;
+
 /// One page of a newest-first listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
     pub events: Vec<EventRecord>,
-    /// Pass back to `list` for the next (older) page. Set whenever the page is full, so
-    /// the last page may come back empty.
+    /// Pass back to `list` for the next (older) page. Set whenever there may be more: the
+    /// page is full, or [`LIST_SCAN_BUDGET`] events were looked at first (the page then
+    /// holds fewer than asked, maybe none). `None` only once the listing is over.
     pub next_cursor: Option<String>,
 }
 
@@ -313,6 +331,17 @@ impl Store {
     /// Up to `limit` events matching `filter`, newest first, starting after `cursor` (from
     /// a previous page). Pages stay consistent while events are appended.
     pub fn list(&self, filter: &EventFilter, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        self.list_within(filter, cursor, limit, LIST_SCAN_BUDGET)
+    }
+
+    /// [`Store::list`], looking at no more than `budget` events.
+    pub(crate) fn list_within(
+        &self,
+        filter: &EventFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page> {
         filter.validate()?;
         let before = match cursor {
             Some(c) => Some(hex::decode(c).map_err(|_| StoreError::InvalidCursor)?),
@@ -326,17 +355,19 @@ impl Store {
             });
         }
         let t = self.trees();
-        for entry in t.log.range(filter.range(before)).rev() {
+        for (scanned, entry) in t.log.range(filter.range(before)).rev().enumerate() {
             let (key, id) = entry?;
             let record = load(t, &id)?;
             if filter.matches(&record) {
                 events.push(record);
-                if events.len() == limit {
-                    return Ok(Page {
-                        events,
-                        next_cursor: Some(hex::encode(&key)),
-                    });
-                }
+            }
+            // Full, or the scan's share of work is spent (a narrow filter over a big store
+            // would otherwise read it whole in one request): the client goes on from here.
+            if events.len() == limit || scanned + 1 >= budget {
+                return Ok(Page {
+                    events,
+                    next_cursor: Some(hex::encode(&key)),
+                });
             }
         }
         Ok(Page {

@@ -57,7 +57,7 @@ use serde::Serialize;
 
 pub use committer::Appended;
 pub use error::{KvError, Result, StoreError};
-pub use events::{Completion, EventFilter, LogPosition, Page};
+pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
 pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
 
 use committer::Request;

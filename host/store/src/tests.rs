@@ -884,6 +884,84 @@ fn list_applies_each_filter() {
 }
 
 #[test]
+fn list_filters_by_user_session_trace_and_model() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let events = (0..6u64)
+        .map(|i| {
+            let mut e = event(&format!("x{i}"), 100 + i);
+            e.user_id = Some(format!("u{}", i % 2));
+            e.session_id = Some(format!("s{}", i % 3));
+            e.trace_id = Some(format!("t{i}"));
+            e.model = (i < 2).then(|| "gpt-4o-mini".to_string());
+            e
+        })
+        .collect();
+    store.append(events).unwrap();
+    let list = |f: EventFilter| -> Vec<String> {
+        let page = store.list(&f, None, 100).unwrap();
+        ids(&page).into_iter().map(String::from).collect()
+    };
+    let some = |s: &str| Some(s.to_string());
+    let user = EventFilter {
+        user_id: some("u1"),
+        ..Default::default()
+    };
+    assert_eq!(list(user), ["x5", "x3", "x1"]);
+    let both = EventFilter {
+        user_id: some("u0"),
+        session_id: some("s0"),
+        ..Default::default()
+    };
+    assert_eq!(list(both), ["x0"]);
+    let trace = EventFilter {
+        trace_id: some("t4"),
+        ..Default::default()
+    };
+    assert_eq!(list(trace), ["x4"]);
+    let model = EventFilter {
+        model: some("gpt-4o-mini"),
+        ..Default::default()
+    };
+    assert_eq!(list(model), ["x1", "x0"]);
+}
+
+#[test]
+fn a_list_page_stops_at_its_scan_budget_and_says_where_to_go_on() {
+    let (_dir, store) = seeded();
+    // 50 ratings among 250 events (every 5th); each page looks at 30 events at most.
+    let rating = EventFilter {
+        feedback: Some("rating".into()),
+        ..Default::default()
+    };
+    let (mut cursor, mut seen, mut pages) = (None, Vec::new(), 0);
+    loop {
+        let page = store
+            .list_within(&rating, cursor.as_deref(), 20, 30)
+            .unwrap();
+        assert!(page.events.len() <= 6, "30 events hold at most 6 ratings");
+        pages += 1;
+        seen.extend(page.events.into_iter().map(|r| r.event.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 9);
+    assert_eq!(seen.len(), 50);
+    assert_eq!(seen.first().unwrap(), "e245");
+    assert_eq!(seen.last().unwrap(), "e000");
+    // A filter that matches nothing answers an empty page and where to go on.
+    let nobody = EventFilter {
+        user_id: Some("nobody".into()),
+        ..Default::default()
+    };
+    let page = store.list_within(&nobody, None, 10, 30).unwrap();
+    assert!(page.events.is_empty());
+    assert!(page.next_cursor.is_some());
+}
+
+#[test]
 fn scan_is_oldest_first_and_filtered() {
     let (_dir, store) = seeded();
     let f = EventFilter {

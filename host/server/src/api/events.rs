@@ -341,6 +341,10 @@ pub struct ListQuery {
     pub queue: Option<String>,
     /// A feedback type: `thumbs`, `rating`, `correction`, ...
     pub feedback: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub model: Option<String>,
     pub cursor: Option<String>,
     /// 1..=500, default 50.
     pub limit: Option<usize>,
@@ -378,6 +382,10 @@ pub async fn list(
         route: q.route,
         queue: q.queue,
         feedback: q.feedback,
+        user_id: q.user_id,
+        session_id: q.session_id,
+        trace_id: q.trace_id,
+        model: q.model,
     };
     let store = state.store.clone();
     let cursor = q.cursor;
