@@ -13,6 +13,7 @@
 #   FLYWHEEL_BIN=/tmp/flywheel-before scripts/loadtest.sh       # another build
 #   WRITE_BODIES=/tmp/events.jsonl scripts/loadtest.sh          # only write the single-event bodies
 #   THREADS=true scripts/loadtest.sh                            # also CPU per event, thread by thread
+#   MAX_BACKLOG=20000 scripts/loadtest.sh                       # bound the pipeline's backlog (503s past it)
 #
 # Every run gets a fresh server and data dir. The server is pinned to core SERVER_CPU
 # and oha to core LOAD_CPU. Events carry no id (the server assigns ULIDs). Besides what
@@ -31,6 +32,7 @@ DURABILITY=${DURABILITY:-true false}
 PLUGIN_SETS=${PLUGIN_SETS:-plugins none}
 FIXED_RATE=${FIXED_RATE:-true}          # false: skip the 50%-of-max runs
 NICE=${NICE:-0}                         # [pipeline] nice: 10 favours ingest over the pipeline
+MAX_BACKLOG=${MAX_BACKLOG:-0}           # [pipeline] max-backlog: refuse (503) past this backlog
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -108,8 +110,12 @@ start_server() { # start_server <plugins dir> <durable>: sets server_pid and por
     local run=$work/server-$servers
     mkdir -p "$run"
     echo "durable = $2" >"$run/config.toml"
-    # Only when set: builds from before the setting existed refuse unknown keys.
-    if [ "$NICE" != 0 ]; then printf '[pipeline]\nnice = %s\n' "$NICE" >>"$run/config.toml"; fi
+    # Only when set: builds from before a setting existed refuse unknown keys.
+    if [ "$NICE" != 0 ] || [ "$MAX_BACKLOG" != 0 ]; then
+        echo "[pipeline]" >>"$run/config.toml"
+        if [ "$NICE" != 0 ]; then echo "nice = $NICE" >>"$run/config.toml"; fi
+        if [ "$MAX_BACKLOG" != 0 ]; then echo "max-backlog = $MAX_BACKLOG" >>"$run/config.toml"; fi
+    fi
     taskset -c "$SERVER_CPU" "$bin" serve --config "$run/config.toml" --listen 127.0.0.1:0 \
         --data "$run/data" --plugins "$1" >"$run/out" 2>"$run/err" &
     server_pid=$!
@@ -181,6 +187,11 @@ measure() { # measure <scenario> <plugins|none> <durable> [rate]: one run, sets 
     RPS=$(json_num "$json" summary requestsPerSec)
     local success ev pr share cpu_ev p50 p99 p999
     success=$(json_num "$json" summary successRate)
+    # Share of answered requests that were accepted (2xx): below 1 when max-backlog
+    # refuses some with 503.
+    local codes admitted
+    codes=$(sed -n '/"statusCodeDistribution": {/,/}/p' <<<"$json" | grep -o '"[0-9]*": *[0-9]*' | tr -d '" ' || true)
+    admitted=$(awk -F: '{ n += $2; if ($1 ~ /^2/) ok += $2 } END { printf "%.2f", (n > 0 ? ok / n : 0) }' <<<"$codes")
     ev=$(awk -v a="$accepted" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
     pr=$(awk -v p="$processed" -v s="$secs" 'BEGIN { printf "%.0f", p / s }')
     share=$(awk -v c="$cpu" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.0f%%", 100 * (c / hz) / s }')
@@ -190,7 +201,7 @@ measure() { # measure <scenario> <plugins|none> <durable> [rate]: one run, sets 
     p999=$(ms "$(json_num "$json" latencyPercentiles p99.9)")
     EVENTS=$ev PROCESSED=$pr
     local label; label=$([ "$set" = plugins ] && echo "5 examples" || echo "none")
-    ROW="| $scenario ($batch/req, $conns conns) | $label | $durable | ${rate:-max} | $(printf '%.0f' "$RPS") | $ev | $p50 | $p99 | $p999 | $pr | $share | $cpu_ev | $success |"
+    ROW="| $scenario ($batch/req, $conns conns) | $label | $durable | ${rate:-max} | $(printf '%.0f' "$RPS") | $ev | $p50 | $p99 | $p999 | $pr | $share | $cpu_ev | $success | $admitted |"
 }
 
 declare -A acked processed max_rps
@@ -213,10 +224,10 @@ for scenario in $SCENARIOS; do
     done
 done
 
-header="| scenario | plugins | durable | rate (req/s) | requests/s | events/s (acked) | p50 ms | p99 ms | p99.9 ms | events/s processed | server CPU share | server CPU µs per acked event | success rate |"
-rule="|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+header="| scenario | plugins | durable | rate (req/s) | requests/s | events/s (acked) | p50 ms | p99 ms | p99.9 ms | events/s processed | server CPU share | server CPU µs per acked event | success rate | 2xx share |"
+rule="|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 echo
-echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; pipeline nice = $NICE."
+echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; pipeline nice = $NICE, max-backlog = $MAX_BACKLOG (0: none)."
 echo "Load average at the start: $loadavg. $(date -u +%Y-%m-%dT%H:%MZ)."
 echo
 echo "Max throughput (closed loop):"
