@@ -89,8 +89,9 @@ async fn store_and_dispatch(
 }
 
 /// Refuse new work while the pipeline's backlog is at `pipeline.max-backlog`. Checked
-/// before parsing, so an overloaded server spends nothing on what it turns away; a
-/// request admitted just under the limit may take the backlog over it by its own size.
+/// before decompressing and parsing, so an overloaded server spends little on what it
+/// turns away; a request admitted just under the limit may take the backlog over it by
+/// its own size.
 fn admit(state: &AppState, wait: bool) -> Result<(), ApiError> {
     let limit = state.config.pipeline.max_backlog;
     if limit == 0 || wait {
@@ -117,7 +118,8 @@ fn admit(state: &AppState, wait: bool) -> Result<(), ApiError> {
 async fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
     let encoding = match headers.get(axum::http::header::CONTENT_ENCODING) {
         None => return Ok(body),
-        Some(v) => v.to_str().unwrap_or("").trim().to_ascii_lowercase(),
+        // Not text: refused below as an encoding we do not know.
+        Some(v) => v.to_str().unwrap_or("?").trim().to_ascii_lowercase(),
     };
     match encoding.as_str() {
         "" | "identity" => Ok(body),
