@@ -402,6 +402,26 @@ fn hostile_plugins_are_stopped_and_classified() {
     }
 }
 
+/// The epoch ticker sleeps when no call has run for a while; the next call must wake it,
+/// or a looping plugin would never be stopped.
+#[test]
+fn a_deadline_fires_after_the_runtime_sat_idle() {
+    let hostile = load(&plugins::HOSTILE_LOOP);
+    let prepared = PreparedEvent::new(&fixtures::event("event_thumbs_up_grounded"));
+    for _ in 0..2 {
+        // Well past the ticker's 100 ms of idleness before it parks.
+        std::thread::sleep(Duration::from_millis(400));
+        let outcome = hostile.score(&prepared);
+        let failure = outcome.result.expect_err("the loop is stopped");
+        assert_eq!(failure.class, ErrorClass::Timeout, "{failure}");
+        assert!(
+            outcome.duration < Duration::from_secs(10),
+            "{:?}",
+            outcome.duration
+        );
+    }
+}
+
 #[test]
 fn the_file_plugin_cannot_read_or_write_files() {
     let p = load(&plugins::HOSTILE_FILE);

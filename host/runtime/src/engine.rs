@@ -1,7 +1,7 @@
 //! The process-wide wasm engine and the path from bytes to a runnable [`Plugin`].
 //!
 //! One `Engine` per process: component model on, epoch interruption for wall-clock
-//! deadlines (a ticker thread advances the epoch every millisecond), the pooling
+//! deadlines (a ticker thread advances the epoch every millisecond while calls run), the pooling
 //! allocator when the machine allows it. Compiled components are cached on disk keyed
 //! by content hash and engine compatibility, and in memory by content hash.
 
@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use flywheel_model::{PluginKind, PluginRef};
 use parking_lot::Mutex;
@@ -19,14 +17,12 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::bindings::{refiner, router, scorer, v0_1};
+use crate::epoch::Ticker;
 use crate::error::{LoadError, RuntimeError};
 use crate::host::{HostState, PluginShared};
 use crate::kv::KvBackend;
 use crate::manifest::{MAX_MEMORY_MIB, Manifest};
 use crate::plugin::{KindPre, Plugin};
-
-/// How often the epoch advances: the resolution of every deadline.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How the runtime is set up. The defaults suit a server.
 #[derive(Debug, Clone)]
@@ -66,13 +62,8 @@ struct Inner {
     pooling: bool,
     compat: String,
     compiled: Mutex<HashMap<String, Component>>,
-    ticker_stop: Arc<AtomicBool>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
+    /// Shared with every plugin, so deadlines keep firing while any plugin is alive.
+    ticker: Arc<Ticker>,
 }
 
 fn base_config() -> Config {
@@ -151,20 +142,9 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = ticker_stop.clone();
-            std::thread::Builder::new()
-                .name("flywheel-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))?;
-        }
+        let ticker = Ticker::start(engine.clone())
+            .map(Arc::new)
+            .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -174,7 +154,7 @@ impl Runtime {
                 pooling,
                 compat,
                 compiled: Mutex::new(HashMap::new()),
-                ticker_stop,
+                ticker,
             }),
         })
     }
@@ -216,6 +196,7 @@ impl Runtime {
         });
         Ok(Plugin::new(
             self.inner.engine.clone(),
+            self.inner.ticker.clone(),
             manifest,
             shared,
             kind_pre,

@@ -3,6 +3,7 @@
 //! result cap. It knows no HTTP and no database.
 mod bindings;
 mod engine;
+mod epoch;
 pub mod error;
 mod host;
 pub mod kv;

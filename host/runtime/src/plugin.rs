@@ -17,7 +17,7 @@ use crate::bindings::{
     PreparedEvent, PreparedScores, prompt_to_wit, proposal_from_wit, refiner, route_from_wit,
     router, score_from_wit, scorer, v0_1,
 };
-use crate::engine::EPOCH_TICK;
+use crate::epoch::{EPOCH_TICK, Ticker};
 use crate::error::PluginFailure;
 use crate::host::{HostState, LogLine, PluginShared};
 use crate::manifest::Manifest;
@@ -165,6 +165,8 @@ impl PluginCounters {
 /// One loaded, checked plugin version, ready to be called from any thread.
 pub struct Plugin {
     engine: Engine,
+    /// Woken for each call, so its deadline can fire.
+    ticker: Arc<Ticker>,
     manifest: Manifest,
     shared: Arc<PluginShared>,
     pre: KindPre,
@@ -185,6 +187,7 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     pub(crate) fn new(
         engine: Engine,
+        ticker: Arc<Ticker>,
         manifest: Manifest,
         shared: Arc<PluginShared>,
         pre: KindPre,
@@ -193,6 +196,7 @@ impl Plugin {
     ) -> Self {
         Self {
             engine,
+            ticker,
             manifest,
             shared,
             pre,
@@ -236,6 +240,7 @@ impl Plugin {
     /// Instantiate once now, so a broken plugin fails at load and the first event
     /// does not pay for instantiation.
     pub fn warm_up(&self) -> Result<(), PluginFailure> {
+        let _awake = self.ticker.awake();
         let instance = self.instantiate()?;
         self.idle.lock().push(instance);
         Ok(())
@@ -399,6 +404,8 @@ impl Plugin {
     ) -> RawOutcome<'_, T> {
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        // Through instantiation, the call and post-return: all may run guest code.
+        let _awake = self.ticker.awake();
         let pooled = if self.fresh_per_call {
             None
         } else {
