@@ -313,10 +313,6 @@ fn open_db(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
     }
 }
 
-/// Converts a store from the first layout (`pending` keyed by `seq`, `by_time` keyed by
-/// `received_at` ++ id) to the `log`, and returns the highest `seq` it saw (0 if there was
-/// nothing to convert). Safe to repeat: a crash part-way leaves the old trees in place,
-/// and the next open converts again, writing the same keys.
 /// The stored processed counter; a store written before it existed gets it counted once
 /// from the `outcomes` tree (and stored, so this happens on one open only).
 fn processed_count(trees: &Trees) -> Result<u64> {
@@ -338,6 +334,10 @@ fn processed_count(trees: &Trees) -> Result<u64> {
     Ok(n)
 }
 
+/// Converts a store from the first layout (`pending` keyed by `seq`, `by_time` keyed by
+/// `received_at` ++ id) to the `log`, and returns the highest `seq` it saw (0 if there was
+/// nothing to convert). Safe to repeat: a crash part-way leaves the old trees in place,
+/// and the next open converts again, writing the same keys.
 fn migrate_v1(db: &sled::Db, trees: &Trees) -> Result<u64> {
     let names = db.tree_names();
     if !names.iter().any(|n| n.as_ref() == b"by_time") {
