@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{AppState, blocking};
 use crate::config::Role;
-use crate::input::parse_event;
+use crate::input::{Fast, parse_event, parse_fast};
 
 /// Query string of `POST /v1/events`.
 #[derive(Debug, Default, Deserialize)]
@@ -184,48 +184,45 @@ async fn ingest(
     let body = body?;
     admit(state, query.wait)?;
     let body = decode(headers, body, state.config.limits.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-    })?;
     let limits = &state.config.limits;
     let now = now_ms();
     let new_id = || ulid::Ulid::new().to_string();
 
-    let batch = match &value {
+    // Well-formed bodies (nearly all of them) skip the `Value` tree; the rest are parsed
+    // again below, where every error names its field.
+    match parse_fast(&body, limits, new_id, now) {
+        Some(Fast::Single(event)) => return single(state, *event, query.wait).await,
+        Some(Fast::Batch(events)) => {
+            let results = vec![Value::Null; events.len()];
+            return batch(
+                state,
+                events.into_iter().enumerate().collect(),
+                results,
+                query.wait,
+            )
+            .await;
+        }
+        None => {}
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let batch_body = match &value {
         Value::Object(obj) if obj.contains_key("events") => Some(obj),
         _ => None,
     };
-    let Some(batch) = batch else {
+    let Some(batch_body) = batch_body else {
         let event = parse_event(&value, "", limits, new_id, now)?;
-        let (appended, outcomes) = store_and_dispatch(state, vec![event], query.wait).await?;
-        let (id, status) = match appended.first() {
-            Some(Appended::Accepted { id }) => (id.clone(), "accepted"),
-            Some(Appended::Duplicate { id }) => (id.clone(), "duplicate"),
-            None => return Err(ApiError::internal("the store returned no result")),
-        };
-        count(status, 1);
-        if query.wait {
-            let outcome = outcomes.into_iter().next();
-            return Ok((
-                StatusCode::OK,
-                Json(json!({"id": id, "status": status, "outcome": outcome})),
-            )
-                .into_response());
-        }
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"id": id, "status": status})),
-        )
-            .into_response());
+        return single(state, event, query.wait).await;
     };
 
-    if let Some(extra) = batch.keys().find(|k| k.as_str() != "events") {
+    if let Some(extra) = batch_body.keys().find(|k| k.as_str() != "events") {
         return Err(ApiError::bad_request(
             "unknown_field",
             format!("unknown field `{extra}` in a batch; expected only `events`"),
         ));
     }
-    let items = batch["events"].as_array().ok_or_else(|| {
+    let items = batch_body["events"].as_array().ok_or_else(|| {
         ApiError::bad_request("invalid_type", "`events` must be an array of events")
     })?;
     if items.is_empty() {
@@ -255,15 +252,50 @@ async fn ingest(
             }
         }
     }
-    let invalid = items.len() - valid.len();
     if valid.is_empty() {
         let mut body =
             ApiError::bad_request("invalid_batch", "no event in the batch is valid").body();
         body["results"] = Value::Array(results);
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
+    batch(state, valid, results, query.wait).await
+}
+
+/// Store one event and answer with its id and status (and, with `wait`, its outcome).
+async fn single(state: &Arc<AppState>, event: Event, wait: bool) -> Result<Response, ApiError> {
+    let (appended, outcomes) = store_and_dispatch(state, vec![event], wait).await?;
+    let (id, status) = match appended.first() {
+        Some(Appended::Accepted { id }) => (id.clone(), "accepted"),
+        Some(Appended::Duplicate { id }) => (id.clone(), "duplicate"),
+        None => return Err(ApiError::internal("the store returned no result")),
+    };
+    count(status, 1);
+    if wait {
+        let outcome = outcomes.into_iter().next();
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"id": id, "status": status, "outcome": outcome})),
+        )
+            .into_response());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": status})),
+    )
+        .into_response())
+}
+
+/// Store a batch's valid events (with their indices in the request) and answer per item:
+/// `results` holds the invalid items' answers already, `null` where a valid one goes.
+async fn batch(
+    state: &Arc<AppState>,
+    valid: Vec<(usize, Event)>,
+    mut results: Vec<Value>,
+    wait: bool,
+) -> Result<Response, ApiError> {
+    let invalid = results.len() - valid.len();
     let (indices, events): (Vec<usize>, Vec<Event>) = valid.into_iter().unzip();
-    let (appended, outcomes) = store_and_dispatch(state, events, query.wait).await?;
+    let (appended, outcomes) = store_and_dispatch(state, events, wait).await?;
     let (mut accepted, mut duplicates) = (0usize, 0usize);
     for (k, (index, outcome)) in indices.into_iter().zip(appended).enumerate() {
         let (id, status) = match outcome {
@@ -283,7 +315,7 @@ async fn ingest(
     }
     count("accepted", accepted);
     count("duplicate", duplicates);
-    let status = if query.wait {
+    let status = if wait {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
