@@ -1,8 +1,9 @@
 //! Events as clients send them, and the checks that turn them into stored events.
 //!
-//! Parsing is done on `serde_json::Value` first so that every error names the field
+//! [`parse_event`] works on a `serde_json::Value` so that every error names the field
 //! (`events[3].feedback.scale`), which serde's derive cannot do for tagged enums.
-//! Nothing here touches the store: a rejected event leaves no trace.
+//! [`parse_fast`] reads the common, well-formed body straight into types and hands
+//! anything else to it. Nothing here touches the store: a rejected event leaves no trace.
 
 use std::collections::BTreeMap;
 
