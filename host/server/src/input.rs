@@ -320,6 +320,9 @@ pub fn parse_event(
     })
 }
 
+/// The scales a rating may use; its value is in `1..=scale`. Both parsers check these.
+const RATING_SCALES: std::ops::RangeInclusive<f64> = 2.0..=100.0;
+
 const FEEDBACK_TYPES: &str = "thumbs, rating, correction, clarification, comment, none";
 
 fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedback, InputError> {
@@ -394,12 +397,14 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
         "rating" => {
             let scale = number("scale")?;
             let value = number("value")?;
-            if !(2.0..=100.0).contains(&scale) {
+            if !RATING_SCALES.contains(&scale) {
                 return Err(err(
                     "out_of_range",
                     format!(
-                        "`{}` is {scale}; it must be between 2 and 100",
-                        f.name("scale")
+                        "`{}` is {scale}; it must be between {} and {}",
+                        f.name("scale"),
+                        RATING_SCALES.start(),
+                        RATING_SCALES.end()
                     ),
                 ));
             }
@@ -543,7 +548,7 @@ impl RawFeedback {
             },
             ("rating", value, scale, Absent) => {
                 let (value, scale) = (number(value)?, number(scale)?);
-                ((2.0..=100.0).contains(&scale) && (1.0..=scale).contains(&value))
+                (RATING_SCALES.contains(&scale) && (1.0..=scale).contains(&value))
                     .then_some(Feedback::Rating { value, scale })
             }
             ("correction", Absent, Absent, t) => text(t).map(|text| Feedback::Correction { text }),
