@@ -14,6 +14,8 @@
 #   WRITE_BODIES=/tmp/events.jsonl scripts/loadtest.sh          # only write the single-event bodies
 #   THREADS=true scripts/loadtest.sh                            # also CPU per event, thread by thread
 #   MAX_BACKLOG=20000 scripts/loadtest.sh                       # bound the pipeline's backlog (503s past it)
+#   COMMIT_DELAY=1000 scripts/loadtest.sh                       # commit-delay-us: gather commits at moderate load
+#   RATES="1000 4000" scripts/loadtest.sh                       # these fixed rates instead of 50% of max
 #
 # Every run gets a fresh server and data dir. The server is pinned to core SERVER_CPU
 # and oha to core LOAD_CPU. Events carry no id (the server assigns ULIDs). Besides what
@@ -33,6 +35,8 @@ PLUGIN_SETS=${PLUGIN_SETS:-plugins none}
 FIXED_RATE=${FIXED_RATE:-true}          # false: skip the 50%-of-max runs
 NICE=${NICE:-0}                         # [pipeline] nice: 10 favours ingest over the pipeline
 MAX_BACKLOG=${MAX_BACKLOG:-0}           # [pipeline] max-backlog: refuse (503) past this backlog
+COMMIT_DELAY=${COMMIT_DELAY:-0}         # commit-delay-us: hold group commits open at moderate load
+RATES=${RATES:-}                        # fixed rates (req/s) to run instead of 50% of each max
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -110,6 +114,7 @@ start_server() { # start_server <plugins dir> <durable>: sets server_pid and por
     local run=$work/server-$servers
     mkdir -p "$run"
     echo "durable = $2" >"$run/config.toml"
+    if [ "$COMMIT_DELAY" != 0 ]; then echo "commit-delay-us = $COMMIT_DELAY" >>"$run/config.toml"; fi
     # Only when set: builds from before a setting existed refuse unknown keys.
     if [ "$NICE" != 0 ] || [ "$MAX_BACKLOG" != 0 ]; then
         echo "[pipeline]" >>"$run/config.toml"
@@ -214,11 +219,16 @@ for scenario in $SCENARIOS; do
             measure "$scenario" "$set" "$durable"
             max_rows+=("$ROW"); acked[$key]=$EVENTS; processed[$key]=$PROCESSED; max_rps[$key]=$RPS
             if [ "$FIXED_RATE" = true ]; then
-                rate=$(awk -v r="$RPS" 'BEGIN { printf "%d", r / 2 }')
-                [ "$rate" -lt 1 ] && rate=1
-                echo "loadtest: $scenario, plugins: $set, durable: $durable: fixed rate $rate req/s" >&2
-                measure "$scenario" "$set" "$durable" "$rate"
-                fixed_rows+=("$ROW")
+                rates=$RATES
+                if [ -z "$rates" ]; then
+                    rates=$(awk -v r="$RPS" 'BEGIN { printf "%d", r / 2 }')
+                    [ "$rates" -lt 1 ] && rates=1
+                fi
+                for rate in $rates; do
+                    echo "loadtest: $scenario, plugins: $set, durable: $durable: fixed rate $rate req/s" >&2
+                    measure "$scenario" "$set" "$durable" "$rate"
+                    fixed_rows+=("$ROW")
+                done
             fi
         done
     done
@@ -227,7 +237,7 @@ done
 header="| scenario | plugins | durable | rate (req/s) | requests/s | events/s (acked) | p50 ms | p99 ms | p99.9 ms | events/s processed | server CPU share | server CPU µs per acked event | success rate | 2xx share |"
 rule="|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 echo
-echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; pipeline nice = $NICE, max-backlog = $MAX_BACKLOG (0: none)."
+echo "Load test with oha $(oha --version | awk '{print $2}'): $DURATION per run after a $WARMUP warm-up; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; pipeline nice = $NICE, max-backlog = $MAX_BACKLOG (0: none), commit-delay-us = $COMMIT_DELAY."
 echo "Load average at the start: $loadavg. $(date -u +%Y-%m-%dT%H:%MZ)."
 echo
 echo "Max throughput (closed loop):"
@@ -236,7 +246,7 @@ echo "$header"; echo "$rule"
 printf '%s\n' "${max_rows[@]}"
 if [ "$FIXED_RATE" = true ]; then
     echo
-    echo "Fixed rate at 50% of each max, latency corrected (open loop):"
+    echo "Fixed rate (${RATES:-50% of each max}), latency corrected (open loop):"
     echo
     echo "$header"; echo "$rule"
     printf '%s\n' "${fixed_rows[@]}"

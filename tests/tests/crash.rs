@@ -12,11 +12,22 @@ use serde_json::{Value, json};
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_event() {
+    crash_under_load("");
+}
+
+/// With a commit delay the committer holds batches open for more requests (four clients
+/// give it company); it still acknowledges nothing before the batch is on disk.
+#[test]
+fn kill_9_with_a_commit_delay_loses_no_acknowledged_event() {
+    crash_under_load("commit-delay-us = 5000");
+}
+
+fn crash_under_load(config: &str) {
     let data = tempfile::tempdir().expect("tempdir");
     let options = Options {
         plugins: examples_without_sampling(),
         data_dir: Some(data.path().to_path_buf()),
-        ..Options::default()
+        config: config.to_owned(),
     };
     let mut server = Server::start(options.clone());
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();

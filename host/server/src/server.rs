@@ -104,6 +104,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         &store_dir,
         StoreOptions {
             durable: config.durable,
+            commit_delay: std::time::Duration::from_micros(config.commit_delay_us),
             ..StoreOptions::default()
         },
     )

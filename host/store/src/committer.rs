@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TrySendError};
 use flywheel_model::Event;
@@ -176,6 +177,83 @@ pub(crate) struct Committer {
     /// The `received_at` of the newest event stored: no new event gets an earlier one,
     /// so `log` keys only grow (see the layout notes in `lib.rs`).
     pub last_time: u64,
+    /// How long to gather requests for a batch once several are arriving together
+    /// (see [`crate::StoreOptions::commit_delay`]).
+    pub commit_delay: Duration,
+}
+
+/// How the committer gathers a batch: every request already waiting and, when a
+/// commit delay is set and requests have been arriving several at a time, those that
+/// come within the delay while they keep coming at the recent pace.
+pub(crate) struct Gather {
+    delay: Duration,
+    /// Whether the last batch had company: only then is waiting for more worth it.
+    busy: bool,
+    /// Requests counted since `since`, for the recent gap between arrivals.
+    since: Instant,
+    count: u32,
+    gap: Duration,
+}
+
+impl Gather {
+    /// The window over which the gap between arrivals is averaged.
+    const WINDOW: Duration = Duration::from_millis(100);
+    /// How many recent gaps without a request end the wait: by then the senders are
+    /// all waiting on this batch, and waiting longer would only idle the CPU.
+    const SILENT_GAPS: u32 = 3;
+    /// With this many requests already waiting when a batch starts, it is not held.
+    const ENOUGH_WAITING: usize = 8;
+
+    pub fn new(delay: Duration) -> Self {
+        Gather {
+            delay,
+            busy: false,
+            since: Instant::now(),
+            count: 0,
+            gap: Duration::ZERO,
+        }
+    }
+
+    /// The batch that starts with `first`.
+    pub fn batch(&mut self, first: Request, requests: &Receiver<Request>) -> Vec<Request> {
+        let mut last = Instant::now();
+        self.arrived(last);
+        let mut size = first.size();
+        let mut batch = vec![first];
+        // Take what is already waiting. Many requests waiting means the committer is
+        // what they wait on: the batch is big enough, and holding it would idle the CPU.
+        while size < MAX_BATCH_EVENTS {
+            let Ok(r) = requests.try_recv() else { break };
+            self.arrived(last);
+            size += r.size();
+            batch.push(r);
+        }
+        let deadline = (self.busy && !self.delay.is_zero() && batch.len() < Self::ENOUGH_WAITING)
+            .then(|| last + self.delay);
+        while deadline.is_some() && size < MAX_BATCH_EVENTS {
+            let Some(at) = deadline else { break };
+            let until = at.min(last + self.gap * Self::SILENT_GAPS);
+            let Ok(r) = requests.recv_deadline(until) else {
+                break;
+            };
+            last = Instant::now();
+            self.arrived(last);
+            size += r.size();
+            batch.push(r);
+        }
+        self.busy = batch.len() > 1;
+        batch
+    }
+
+    fn arrived(&mut self, now: Instant) {
+        self.count += 1;
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed >= Self::WINDOW {
+            self.gap = elapsed / self.count;
+            self.since = now;
+            self.count = 0;
+        }
+    }
 }
 
 /// One event encoded ahead of the transaction, which may run more than once.
@@ -186,18 +264,9 @@ struct Prepared {
 
 impl Committer {
     pub fn run(mut self, requests: Receiver<Request>) {
+        let mut gather = Gather::new(self.commit_delay);
         while let Ok(first) = requests.recv() {
-            let mut size = first.size();
-            let mut batch = vec![first];
-            while size < MAX_BATCH_EVENTS {
-                match requests.try_recv() {
-                    Ok(r) => {
-                        size += r.size();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = gather.batch(first, &requests);
             self.commit(batch);
         }
         if let Err(e) = self.db.flush() {
@@ -393,5 +462,115 @@ fn answer(request: Request, result: Result<Done>) {
     };
     if ran.is_err() {
         tracing::error!("a store reply callback panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn request() -> Request {
+        Request::Append {
+            events: Vec::new(),
+            reply: Box::new(|_, _| {}),
+        }
+    }
+
+    /// Sends a request after each of `delays` (from now), on another thread.
+    fn send_later(
+        tx: &crossbeam_channel::Sender<Request>,
+        delays: &[u64],
+    ) -> std::thread::JoinHandle<()> {
+        let tx = tx.clone();
+        let delays = delays.to_vec();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for ms in delays {
+                std::thread::sleep(
+                    (start + Duration::from_millis(ms)).saturating_duration_since(Instant::now()),
+                );
+                let _ = tx.send(request());
+            }
+        })
+    }
+
+    #[test]
+    fn without_a_delay_a_batch_is_what_is_waiting() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for _ in 0..3 {
+            tx.send(request()).expect("send");
+        }
+        let mut gather = Gather::new(Duration::ZERO);
+        gather.busy = true;
+        gather.gap = Duration::from_secs(1);
+        assert_eq!(gather.batch(request(), &rx).len(), 4);
+        assert!(gather.busy);
+        assert_eq!(gather.batch(request(), &rx).len(), 1);
+        assert!(!gather.busy, "a batch alone is not company");
+    }
+
+    #[test]
+    fn a_delay_gathers_requests_that_keep_coming_and_stops_at_a_silence() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut gather = Gather::new(Duration::from_secs(30));
+        gather.busy = true;
+        gather.gap = Duration::from_secs(1);
+        let sender = send_later(&tx, &[20, 40]);
+        let started = Instant::now();
+        let batch = gather.batch(request(), &rx);
+        // Both came within three gaps of the one before; then 3 s of silence ended the
+        // wait, long before the 30 s delay.
+        assert_eq!(batch.len(), 3);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        sender.join().expect("sender thread");
+    }
+
+    #[test]
+    fn a_lone_request_is_not_held() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut gather = Gather::new(Duration::from_secs(30));
+        gather.busy = false;
+        gather.gap = Duration::from_secs(60);
+        let sender = send_later(&tx, &[200]);
+        let started = Instant::now();
+        assert_eq!(gather.batch(request(), &rx).len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        sender.join().expect("sender thread");
+    }
+
+    #[test]
+    fn the_delay_bounds_the_wait() {
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let mut gather = Gather::new(Duration::from_millis(150));
+        gather.busy = true;
+        gather.gap = Duration::from_secs(3600);
+        let started = Instant::now();
+        assert_eq!(gather.batch(request(), &rx).len(), 1);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(20),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn the_gap_is_the_mean_over_a_window() {
+        let mut gather = Gather::new(Duration::from_millis(1));
+        let t0 = gather.since;
+        for i in 1..=9 {
+            gather.arrived(t0 + Duration::from_millis(10 * i));
+        }
+        assert_eq!(gather.gap, Duration::ZERO, "no full window yet");
+        gather.arrived(t0 + Duration::from_millis(100));
+        assert_eq!(gather.gap, Duration::from_millis(10));
     }
 }

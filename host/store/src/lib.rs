@@ -52,6 +52,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -73,6 +74,14 @@ pub struct StoreOptions {
     /// How many append requests may wait for the committer before `append_with` answers
     /// `StoreError::Busy` (and `append` blocks): the store's back-pressure.
     pub max_waiting_appends: usize,
+    /// How long the committer may keep a batch open for more requests, once they arrive
+    /// several at a time (zero: never). A durable batch costs a flush and a round of
+    /// wake-ups whatever its size, so gathering a few more requests into it saves CPU at
+    /// moderate load for a little latency. A request that comes alone (the last batch had
+    /// no company) is committed at once, so is a batch that starts with many requests
+    /// waiting, and the wait ends when no request came for a few of the recent gaps
+    /// between them, so a saturated committer does not idle.
+    pub commit_delay: Duration,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +90,7 @@ impl Default for StoreOptions {
             durable: true,
             cache_capacity_bytes: 128 * 1024 * 1024,
             max_waiting_appends: 16 * 1024,
+            commit_delay: Duration::ZERO,
         }
     }
 }
@@ -213,6 +223,7 @@ impl Store {
             durable: opts.durable,
             next_seq,
             last_time,
+            commit_delay: opts.commit_delay,
         };
         let handle = std::thread::Builder::new()
             .name("flywheel-store-committer".into())
