@@ -230,16 +230,17 @@ impl Gather {
         }
         let deadline = (self.busy && !self.delay.is_zero() && batch.len() < Self::ENOUGH_WAITING)
             .then(|| last + self.delay);
-        while deadline.is_some() && size < MAX_BATCH_EVENTS {
-            let Some(at) = deadline else { break };
-            let until = at.min(last + self.gap * Self::SILENT_GAPS);
-            let Ok(r) = requests.recv_deadline(until) else {
-                break;
-            };
-            last = Instant::now();
-            self.arrived(last);
-            size += r.size();
-            batch.push(r);
+        if let Some(at) = deadline {
+            while size < MAX_BATCH_EVENTS {
+                let until = at.min(last + self.gap * Self::SILENT_GAPS);
+                let Ok(r) = requests.recv_deadline(until) else {
+                    break;
+                };
+                last = Instant::now();
+                self.arrived(last);
+                size += r.size();
+                batch.push(r);
+            }
         }
         self.busy = batch.len() > 1;
         batch
@@ -477,6 +478,14 @@ mod tests {
         }
     }
 
+    /// A gatherer whose last batch had company (`busy`) and whose recent gap is `gap`.
+    fn gather(delay: Duration, busy: bool, gap: Duration) -> Gather {
+        let mut g = Gather::new(delay);
+        g.busy = busy;
+        g.gap = gap;
+        g
+    }
+
     /// Sends a request after each of `delays` (from now), on another thread.
     fn send_later(
         tx: &crossbeam_channel::Sender<Request>,
@@ -501,9 +510,7 @@ mod tests {
         for _ in 0..3 {
             tx.send(request()).expect("send");
         }
-        let mut gather = Gather::new(Duration::ZERO);
-        gather.busy = true;
-        gather.gap = Duration::from_secs(1);
+        let mut gather = gather(Duration::ZERO, true, Duration::from_secs(1));
         assert_eq!(gather.batch(request(), &rx).len(), 4);
         assert!(gather.busy);
         assert_eq!(gather.batch(request(), &rx).len(), 1);
@@ -513,9 +520,7 @@ mod tests {
     #[test]
     fn a_delay_gathers_requests_that_keep_coming_and_stops_at_a_silence() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut gather = Gather::new(Duration::from_secs(30));
-        gather.busy = true;
-        gather.gap = Duration::from_secs(1);
+        let mut gather = gather(Duration::from_secs(30), true, Duration::from_secs(1));
         let sender = send_later(&tx, &[20, 40]);
         let started = Instant::now();
         let batch = gather.batch(request(), &rx);
@@ -533,9 +538,7 @@ mod tests {
     #[test]
     fn a_lone_request_is_not_held() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut gather = Gather::new(Duration::from_secs(30));
-        gather.busy = false;
-        gather.gap = Duration::from_secs(60);
+        let mut gather = gather(Duration::from_secs(30), false, Duration::from_secs(60));
         let sender = send_later(&tx, &[200]);
         let started = Instant::now();
         assert_eq!(gather.batch(request(), &rx).len(), 1);
@@ -550,9 +553,7 @@ mod tests {
     #[test]
     fn the_delay_bounds_the_wait() {
         let (_tx, rx) = crossbeam_channel::unbounded();
-        let mut gather = Gather::new(Duration::from_millis(150));
-        gather.busy = true;
-        gather.gap = Duration::from_secs(3600);
+        let mut gather = gather(Duration::from_millis(150), true, Duration::from_secs(3600));
         let started = Instant::now();
         assert_eq!(gather.batch(request(), &rx).len(), 1);
         let waited = started.elapsed();
