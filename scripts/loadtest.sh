@@ -16,12 +16,19 @@
 #   MAX_BACKLOG=20000 scripts/loadtest.sh                       # bound the pipeline's backlog (503s past it)
 #   COMMIT_DELAY=1000 scripts/loadtest.sh                       # commit-delay-us: gather commits at moderate load
 #   RATES="1000 4000" scripts/loadtest.sh                       # these fixed rates instead of 50% of max
+#   REPEAT=5 FIXED_RATE=false SCENARIOS=single DURABILITY=true scripts/loadtest.sh
+#                                     # 5 alternating max-load rounds: the ratios' median and range
 #
 # Every run gets a fresh server and data dir. The server is pinned to core SERVER_CPU
 # and oha to core LOAD_CPU. Events carry no id (the server assigns ULIDs). Besides what
 # oha sees, each row reports the events the pipeline processed in the window and the
 # server's CPU time (from /proc), because the pipeline runs off the request path on the
 # same core and can fall behind the acknowledgements.
+#
+# On a shared VM one max-load run can be 15 % off the next; REPEAT=N runs the max-load
+# measurements N times, alternating the plugin sets within each round, and reports the
+# ratio of each round's runs (with plugins ÷ without: back to back), with their median
+# (fixed-rate runs are made once, at 50 % of the median max).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -37,6 +44,7 @@ NICE=${NICE:-0}                         # [pipeline] nice: 10 favours ingest ove
 MAX_BACKLOG=${MAX_BACKLOG:-0}           # [pipeline] max-backlog: refuse (503) past this backlog
 COMMIT_DELAY=${COMMIT_DELAY:-0}         # commit-delay-us: hold group commits open at moderate load
 RATES=${RATES:-}                        # fixed rates (req/s) to run instead of 50% of each max
+REPEAT=${REPEAT:-1}                     # max-load rounds (alternating the plugin sets)
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -211,26 +219,33 @@ measure() { # measure <scenario> <plugins|none> <durable> [rate]: one run, sets 
 
 declare -A acked processed max_rps
 max_rows=() fixed_rows=() THREAD_ROWS=()
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for scenario in $SCENARIOS; do
     for durable in $DURABILITY; do
-        for set in $PLUGIN_SETS; do
-            key=$scenario-$set-$durable
-            echo "loadtest: $scenario, plugins: $set, durable: $durable: max throughput" >&2
-            measure "$scenario" "$set" "$durable"
-            max_rows+=("$ROW"); acked[$key]=$EVENTS; processed[$key]=$PROCESSED; max_rps[$key]=$RPS
-            if [ "$FIXED_RATE" = true ]; then
+        for round in $(seq 1 "$REPEAT"); do
+            for set in $PLUGIN_SETS; do
+                key=$scenario-$set-$durable
+                echo "loadtest: $scenario, plugins: $set, durable: $durable: max throughput (round $round of $REPEAT)" >&2
+                measure "$scenario" "$set" "$durable"
+                max_rows+=("$ROW")
+                # Space-separated, one value per round: ratios pair runs of the same round.
+                acked[$key]+="$EVENTS " processed[$key]+="$PROCESSED " max_rps[$key]+="$RPS "
+            done
+        done
+        if [ "$FIXED_RATE" = true ]; then
+            for set in $PLUGIN_SETS; do
+                key=$scenario-$set-$durable
                 rates=$RATES
                 if [ -z "$rates" ]; then
-                    rates=$(awk -v r="$RPS" 'BEGIN { printf "%d", r / 2 }')
-                    [ "$rates" -lt 1 ] && rates=1
+                    rates=$(median <<<"${max_rps[$key]}" | awk '{ r = int($1 / 2); print (r < 1 ? 1 : r) }')
                 fi
                 for rate in $rates; do
                     echo "loadtest: $scenario, plugins: $set, durable: $durable: fixed rate $rate req/s" >&2
                     measure "$scenario" "$set" "$durable" "$rate"
                     fixed_rows+=("$ROW")
                 done
-            fi
-        done
+            done
+        fi
     done
 done
 
@@ -251,7 +266,17 @@ if [ "$FIXED_RATE" = true ]; then
     echo "$header"; echo "$rule"
     printf '%s\n' "${fixed_rows[@]}"
 fi
-ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { printf "%.2f×", (b > 0 ? a / b : 0) }'; }
+# ratio <a values> <b values>: the ratio of each round's pair, then (over several rounds)
+# their median and range, e.g. "0.55× (median of 5: 0.52, 0.55, 0.56, 0.58, 0.61)".
+ratio() {
+    local -a a b r
+    read -ra a <<<"${1:-}"; read -ra b <<<"${2:-}"
+    for i in "${!a[@]}"; do
+        r+=("$(awk -v x="${a[$i]}" -v y="${b[$i]:-0}" 'BEGIN { printf "%.2f", (y > 0 ? x / y : 0) }')")
+    done
+    if [ "${#r[@]}" -le 1 ]; then echo "${r[0]:-0.00}×"; return; fi
+    echo "$(median <<<"${r[*]}" | awk '{ printf "%.2f", $1 }')× (median of ${#r[@]}: $(tr ' ' '\n' <<<"${r[*]}" | sort -g | paste -sd, | sed 's/,/, /g'))"
+}
 echo
 echo "| ratio | value |"
 echo "|---|---|"
