@@ -694,3 +694,101 @@ fn a_client_that_hangs_up_leaves_no_event_unprocessed() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Reads from a raw connection until the server closes it or answers; returns what it
+/// sent (empty: closed without a word). Fails if neither happens within `within`.
+fn read_until_closed(stream: &mut std::net::TcpStream, within: std::time::Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept a slow connection open past {within:?}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_and_the_server_stays_up() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let server = Server::start(Options {
+        config: "[limits]\nheader-timeout-ms = 1000\nbody-timeout-ms = 1000\nmax-connections = 4\nmax-body-bytes = 4096\n".into(),
+        ..Options::default()
+    });
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Far beyond the configured second, so a slow machine cannot fail the test; what is
+    // checked is that the server closes at all (by default hyper waits for ever).
+    let patience = Duration::from_secs(20);
+
+    // Four connections that send nothing fill the limit; the server closes them, so a
+    // fifth client (the test's own, on a fresh connection) is still answered.
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+    for stream in &mut idle {
+        assert_eq!(read_until_closed(stream, patience), "");
+    }
+
+    // Headers that never end: closed without an answer.
+    let mut slow_head = TcpStream::connect(&addr).expect("connect");
+    slow_head
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        .expect("write");
+    assert_eq!(read_until_closed(&mut slow_head, patience), "");
+
+    // A body that stops arriving: 408 with the API's JSON error, and nothing stored.
+    let mut slow_body = TcpStream::connect(&addr).expect("connect");
+    slow_body
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"input\": \"a")
+        .expect("write");
+    let answer = read_until_closed(&mut slow_body, patience);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: Value = serde_json::from_str(body).expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+
+    // A body that arrives slowly but steadily, each piece well inside the timeout, is fine.
+    let event = without_id("event_thumbs_down_ungrounded").to_string();
+    let mut steady = TcpStream::connect(&addr).expect("connect");
+    write!(
+        steady,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        event.len()
+    )
+    .expect("write");
+    for piece in event.as_bytes().chunks(event.len().div_ceil(4)) {
+        std::thread::sleep(Duration::from_millis(100));
+        steady.write_all(piece).expect("write");
+    }
+    let answer = read_until_closed(&mut steady, patience);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    // Body errors on the other endpoints are JSON too (they used to be axum's plain text).
+    let (status, body) = server.post_raw(
+        "/v1/prompts/support-answer/labels",
+        vec![b'x'; 8192],
+        "application/json",
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+
+    // The limit was hit and counted, and the server is well.
+    let (_, metrics) = server.get_text("/metrics");
+    let limited = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flywheel_http_connections_limited_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(limited >= 1.0, "{metrics}");
+    let (status, body) = server.post("/v1/events", &without_id("event_thumbs_down_ungrounded"));
+    assert_eq!(status, 202, "{body}");
+}

@@ -3,7 +3,7 @@
 //! silently falls back to a default. `config.example.toml` lists every key.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,18 @@ pub struct RequestLimits {
     pub max_metadata_entries: usize,
     /// Longest id (event, trace, session, user) or short field, in bytes.
     pub max_id_bytes: usize,
+    /// Most client connections open at once. Past it new connections wait in the
+    /// kernel's accept queue until one closes, so that clients cannot take every file
+    /// descriptor the store and the plugin loader need. Lowered at start-up to what the
+    /// process's open-file limit leaves room for.
+    pub max_connections: NonZeroUsize,
+    /// Milliseconds a client may take to send a request's headers, or to start its next
+    /// request on a kept-alive connection; then the connection is closed. Without it a
+    /// client that connects and sends nothing holds its connection for ever.
+    pub header_timeout_ms: NonZeroU64,
+    /// Milliseconds a request body may go without a byte arriving; then the request is
+    /// answered 408 `request_timeout` and the connection closed.
+    pub body_timeout_ms: NonZeroU64,
 }
 
 impl Default for RequestLimits {
@@ -95,6 +107,9 @@ impl Default for RequestLimits {
             max_context_passages: 64,
             max_metadata_entries: 64,
             max_id_bytes: 256,
+            max_connections: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            header_timeout_ms: NonZeroU64::new(30_000).unwrap_or(NonZeroU64::MIN),
+            body_timeout_ms: NonZeroU64::new(30_000).unwrap_or(NonZeroU64::MIN),
         }
     }
 }
@@ -371,6 +386,18 @@ mod tests {
         let twice = Config::from_toml("[[queues]]\nname = 'q'\n[[queues]]\nname = 'q'\n")
             .expect_err("duplicate");
         assert!(twice.to_string().contains("twice"), "{twice}");
+    }
+
+    #[test]
+    fn connection_limits_default_and_refuse_zero() {
+        let limits = Config::default().limits;
+        assert_eq!(limits.max_connections.get(), 10_000);
+        assert_eq!(limits.header_timeout_ms.get(), 30_000);
+        assert_eq!(limits.body_timeout_ms.get(), 30_000);
+        for key in ["max-connections", "header-timeout-ms", "body-timeout-ms"] {
+            let err = Config::from_toml(&format!("[limits]\n{key} = 0\n")).expect_err("zero");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod datasets;
 pub mod input;
 pub mod pipeline;

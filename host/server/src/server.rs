@@ -229,10 +229,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(%local, "listening");
     let pipeline = state.pipeline.clone();
     let store = state.store.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(StartError::Serve)?;
+    let limits = crate::connections::ConnectionLimits::from_config(&state.config.limits);
+    crate::connections::serve(listener, app(state), limits, shutdown_signal()).await;
     pipeline.shutdown();
     let _ = store.flush();
     Ok(())

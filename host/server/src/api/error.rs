@@ -94,17 +94,59 @@ impl From<flywheel_store::StoreError> for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::BytesRejection> for ApiError {
-    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// Whether a body error was the connection's body timeout (anywhere in its chain).
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+impl ApiError {
+    /// A request body that could not be read: too slow (408), too large (413), or
+    /// malformed (400, with axum's explanation).
+    fn body_failed(
+        e: &(dyn std::error::Error + 'static),
+        status: StatusCode,
+        text: String,
+    ) -> Self {
+        if body_timed_out(e) {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stopped arriving for longer than limits.body-timeout-ms",
+            )
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "the request body is over the configured limit (limits.max-body-bytes)",
             )
         } else {
-            Self::bad_request("invalid_body", e.body_text())
+            Self::bad_request("invalid_body", text)
         }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        Self::body_failed(&e, e.status(), e.body_text())
+    }
+}
+
+impl From<axum::extract::multipart::MultipartError> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        Self::body_failed(&e, e.status(), e.body_text())
+    }
+}
+
+impl From<axum::extract::multipart::MultipartRejection> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartRejection) -> Self {
+        Self::body_failed(&e, e.status(), e.body_text())
     }
 }
 

@@ -71,6 +71,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// A request body as bytes, whose failures (over the size limit, or too slow to
+/// arrive) are answered in the API's JSON error shape rather than axum's plain text.
+pub(crate) struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Ok(Self(axum::body::Bytes::from_request(req, state).await?))
+    }
+}
+
 /// Run store scans and wasm compilation off the async runtime: neither may block an
 /// HTTP worker thread, and WASI's synchronous bindings refuse to run on one.
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{AppState, blocking};
+use super::{AppState, RawBody, blocking};
 use crate::config::Role;
 use crate::registry::{Activation, PluginEntry, Registry, RegistryError};
 use crate::replay::{ReplayOptions, replay, route_key};
@@ -279,33 +279,19 @@ async fn upload(
         .unwrap_or("")
         .to_string();
     let (manifest, wasm) = if content_type.starts_with("multipart/form-data") {
-        let mut multipart = Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+        let mut multipart = Multipart::from_request(request, &state).await?;
         let (mut manifest, mut wasm) = (None, None);
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?
-        {
+        while let Some(field) = multipart.next_field().await? {
             match field.name().unwrap_or("") {
                 "manifest" => {
-                    let text = field
-                        .text()
-                        .await
-                        .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+                    let text = field.text().await?;
                     manifest =
                         Some(Manifest::from_toml(&text).map_err(|e| {
                             ApiError::bad_request("invalid_manifest", e.to_string())
                         })?);
                 }
                 "component" | "wasm" => {
-                    wasm = Some(
-                        field
-                            .bytes()
-                            .await
-                            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?,
-                    );
+                    wasm = Some(field.bytes().await?);
                 }
                 other => {
                     return Err(ApiError::bad_request(
@@ -397,7 +383,7 @@ async fn activate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let version = parse_version(body).await?;
     act(state, &headers, move |r, actor| {
@@ -442,7 +428,7 @@ async fn shadow(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let version = parse_version(body).await?;
     act(state, &headers, move |r, actor| {
@@ -556,7 +542,7 @@ struct ReplayBody {
 async fn replay_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
     let body: ReplayBody = serde_json::from_slice(&body)

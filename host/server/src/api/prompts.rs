@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{AppState, blocking};
+use super::{AppState, RawBody, blocking};
 use crate::config::Role;
 use crate::datasets::{Builder, Format, Kind, Options};
 use crate::prompts::{PromptError, diff, stats};
@@ -122,7 +122,7 @@ async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, &[Role::Admin])?;
     let b: CreateBody = json_body(&body)?;
@@ -156,7 +156,7 @@ async fn label(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
     let b: LabelBody = json_body(&body)?;
@@ -194,7 +194,7 @@ async fn refine(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
     let b: RefineBody = json_body(&body)?;
@@ -251,7 +251,7 @@ async fn accept(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, &[Role::Admin])?;
     let b: DecideBody = json_body(&body)?;
@@ -265,7 +265,7 @@ async fn reject(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, &[Role::Admin])?;
     let b: DecideBody = json_body(&body)?;
