@@ -34,7 +34,8 @@ pub struct Config {
     /// about 1000 cut it by 8-27 % between 1,000 and 8,000 events/s (BENCHMARKS.md) for
     /// 0.25-1.35 ms more median latency. A lone request is never held, nor a batch that
     /// already has many waiting, and the wait ends early once requests stop coming. At
-    /// full load with plugins it cost 8-10 % of throughput: for steady moderate traffic.
+    /// full load it makes no difference beyond the noise of the measurements: it is for
+    /// steady moderate traffic, at the price of that latency.
     pub commit_delay_us: u64,
     /// Pipeline worker threads; 0 means one per core.
     pub workers: usize,
