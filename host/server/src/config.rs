@@ -87,8 +87,9 @@ pub struct RequestLimits {
     pub max_id_bytes: usize,
     /// Most client connections open at once. Past it new connections wait in the
     /// kernel's accept queue until one closes, so that clients cannot take every file
-    /// descriptor the store and the plugin loader need. Lowered at start-up to what the
-    /// process's open-file limit leaves room for.
+    /// descriptor the store and the plugin loader need. At start-up the process's soft
+    /// open-file limit is raised (up to the hard one) to make room; where the hard limit
+    /// is too low, this is lowered to fit, with a warning.
     pub max_connections: NonZeroUsize,
     /// Milliseconds a client may take to send a request's headers, or to start its next
     /// request on a kept-alive connection; then the connection is closed. Without it a

@@ -36,12 +36,14 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// The configured limits, with `max-connections` lowered (and a warning logged) when
-    /// the process may not open that many files.
+    /// The configured limits. The process's soft open-file limit is raised (up to the
+    /// hard one) to make room for `max-connections`, as many shells start at 1024; where
+    /// it cannot be, `max-connections` is lowered to fit, with a warning.
     pub fn from_config(limits: &RequestLimits) -> Self {
         let configured = limits.max_connections.get();
-        let max_connections = match open_file_limit() {
-            Some(files) if configured as u64 + RESERVED_FDS > files => {
+        let wanted = (configured as u64).saturating_add(RESERVED_FDS);
+        let max_connections = match open_file_limit(wanted) {
+            Some(files) if files < wanted => {
                 let room = usize::try_from(files.saturating_sub(RESERVED_FDS))
                     .unwrap_or(usize::MAX)
                     .max(1);
@@ -61,14 +63,33 @@ impl ConnectionLimits {
     }
 }
 
-/// The soft limit on open files, where the platform tells.
-fn open_file_limit() -> Option<u64> {
+/// The soft limit on open files after trying to raise it to `wanted` (never above the
+/// hard limit); `None` when unlimited or the platform does not tell.
+fn open_file_limit(wanted: u64) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let current = limit.current?;
+        let target = limit.maximum.map_or(wanted, |hard| wanted.min(hard));
+        if target <= current {
+            return Some(current);
+        }
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => Some(target),
+            Err(e) => {
+                tracing::debug!("could not raise the open-file limit to {target}: {e}");
+                Some(current)
+            }
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = wanted;
         None
     }
 }
