@@ -276,6 +276,15 @@ impl Server {
         split(resp)
     }
 
+    /// DELETE; returns status and parsed body.
+    pub fn delete_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let resp = self
+            .auth(self.client.delete(self.url(path)), token)
+            .send()
+            .expect("DELETE");
+        split(resp)
+    }
+
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let resp = self
             .auth(self.client.get(self.url(path)), None)

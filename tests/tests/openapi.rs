@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 const INGEST: &str = "ingest-token-0123456789";
 const REVIEWER: &str = "reviewer-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789abc";
 
 fn document() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
@@ -72,7 +73,8 @@ fn server() -> Server {
         config: format!(
             "[limits]\nmax-body-bytes = 262144\n\
              [[tokens]]\nname = \"app\"\nrole = \"ingest\"\ntoken = \"{INGEST}\"\n\
-             [[tokens]]\nname = \"expert\"\nrole = \"reviewer\"\ntoken = \"{REVIEWER}\"\n"
+             [[tokens]]\nname = \"expert\"\nrole = \"reviewer\"\ntoken = \"{REVIEWER}\"\n\
+             [[tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
         ),
         ..Options::default()
     })
@@ -122,6 +124,7 @@ fn every_documented_operation_answers_a_documented_status() {
                 "get" => server.client.get(url),
                 // An empty body: the answer must still be a documented error.
                 "post" => server.client.post(url),
+                "delete" => server.client.delete(url),
                 other => panic!("{other} {path}: extend this test"),
             };
             let response = request.bearer_auth(INGEST).send().expect("request");
@@ -249,6 +252,33 @@ fn real_answers_match_the_documented_schemas() {
     let (status, body) = server.get("/v1/events/no-such-event");
     assert_eq!(status, 404);
     spec.check("get", "/v1/events/{id}", status, &body);
+
+    // Erasing: one event, by filter, refusals.
+    let (status, body) = server.delete_as("/v1/events/with-correction", Some(ADMIN));
+    assert_eq!(status, 200, "{body}");
+    spec.check("delete", "/v1/events/{id}", status, &body);
+    for (path, token, want) in [
+        ("/v1/events/with-correction", ADMIN, 404),
+        ("/v1/events/thumbs-down-ungrounded", INGEST, 403),
+        (
+            "/v1/events/thumbs-down-ungrounded",
+            "wrong-token-0123456789",
+            401,
+        ),
+    ] {
+        let (status, body) = server.delete_as(path, Some(token));
+        assert_eq!(status, want, "{path}: {body}");
+        spec.check("delete", "/v1/events/{id}", status, &body);
+    }
+    for (query, want) in [
+        ("?feedback=thumbs&route=label", 200),
+        ("", 400),
+        ("?limit=3&model=x", 400),
+    ] {
+        let (status, body) = server.delete_as(&format!("/v1/events{query}"), Some(ADMIN));
+        assert_eq!(status, want, "{query}: {body}");
+        spec.check("delete", "/v1/events", status, &body);
+    }
 
     // Operations and identity.
     for (path, token) in [

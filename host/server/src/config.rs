@@ -49,6 +49,8 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// Review queues declared by an admin (queues that routers name exist without this).
     pub queues: Vec<QueueConfig>,
+    /// How long events are kept.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             prompts: PromptsConfig::default(),
             tokens: Vec::new(),
             queues: Vec::new(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -153,6 +156,37 @@ impl Default for PipelineConfig {
             nice: 0,
             max_backlog: 0,
         }
+    }
+}
+
+/// How long events are kept. Feedback carries what users typed and who they are, so
+/// most deployments owe their users a limit; the default keeps everything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RetentionConfig {
+    /// Erase events received more than this many days ago, with their outcomes, reviews
+    /// and queue items (fractions allowed: 0.5 is twelve hours); 0, the default, keeps
+    /// them for ever. Datasets already exported are files of their own and stay.
+    pub max_age_days: f64,
+    /// How often to look for events past `max-age-days` (and once at start-up).
+    pub sweep_interval_secs: NonZeroU64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            max_age_days: 0.0,
+            sweep_interval_secs: NonZeroU64::new(3600).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The age past which events are erased, if any.
+    pub fn max_age(&self) -> Option<std::time::Duration> {
+        (self.max_age_days > 0.0)
+            .then(|| std::time::Duration::try_from_secs_f64(self.max_age_days * 86_400.0).ok())
+            .flatten()
     }
 }
 
@@ -284,6 +318,12 @@ impl Config {
                 config.commit_delay_us
             )));
         }
+        let days = config.retention.max_age_days;
+        if !days.is_finite() || days < 0.0 || (days > 0.0 && config.retention.max_age().is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "retention.max-age-days = {days}: expected 0 (keep for ever) or a positive number of days"
+            )));
+        }
         for (i, q) in config.queues.iter().enumerate() {
             if config.queues[..i].iter().any(|p| p.name == q.name) {
                 return Err(ConfigError::Invalid(format!(
@@ -399,6 +439,21 @@ mod tests {
         for key in ["max-connections", "header-timeout-ms", "body-timeout-ms"] {
             let err = Config::from_toml(&format!("[limits]\n{key} = 0\n")).expect_err("zero");
             assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn retention_keeps_for_ever_by_default_and_takes_fractions_of_days() {
+        assert_eq!(Config::default().retention.max_age(), None);
+        let half = Config::from_toml("[retention]\nmax-age-days = 0.5\n").expect("parses");
+        assert_eq!(
+            half.retention.max_age(),
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        for bad in ["-1", "nan", "inf", "1e300"] {
+            let err =
+                Config::from_toml(&format!("[retention]\nmax-age-days = {bad}\n")).expect_err(bad);
+            assert!(err.to_string().contains("max-age-days"), "{err}");
         }
     }
 

@@ -13,5 +13,6 @@ pub mod pipeline;
 pub mod prompts;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod server;
 pub mod stats;

@@ -567,6 +567,9 @@ fn finish(
             let stored = shared.store.get(&event.id)?.and_then(|r| r.outcome);
             Ok(stored.unwrap_or(outcome))
         }
+        Ok(Completion::Erased) => Err(flywheel_store::StoreError::NotFound {
+            id: event.id.clone(),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -690,6 +693,9 @@ impl Decided {
                     .stats
                     .already_processed
                     .fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Completion::Erased) => {
+                tracing::debug!(event = %self.id, "the event was erased while it was decided");
             }
             Err(e) => {
                 shared.stats.store_errors.fetch_add(1, Ordering::Relaxed);

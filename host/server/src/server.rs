@@ -230,7 +230,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let pipeline = state.pipeline.clone();
     let store = state.store.clone();
     let limits = crate::connections::ConnectionLimits::from_config(&state.config.limits);
+    let retention = tokio::spawn(crate::retention::sweep(
+        store.clone(),
+        state.config.retention.clone(),
+    ));
     crate::connections::serve(listener, app(state), limits, shutdown_signal()).await;
+    retention.abort();
     pipeline.shutdown();
     let _ = store.flush();
     Ok(())

@@ -74,15 +74,53 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<(u64, StoredEvent)> {
 /// The first byte of an `outcomes` value in the binary layout. Outcomes written before
 /// it are JSON and start with `{`.
 const OUTCOME_BINARY_V1: u8 = 1;
+/// The binary layout with the `queue` key of the event's queue item in front, so that
+/// erasing an event finds its item without reading its queue.
+const OUTCOME_BINARY_V2: u8 = 2;
 
-/// An `outcomes` value: a version byte, then the outcome in postcard's compact binary
-/// form, with the plugin list replaced by the id of its plugin set (see
+/// What an `outcomes` value says about its event's queue item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemKey<'a> {
+    /// The item's key in `queue`, or `None`: the outcome queued nothing.
+    Known(Option<&'a [u8]>),
+    /// Written before outcomes recorded it: look the item up by its event.
+    Unknown,
+}
+
+/// The queue item an `outcomes` value names (see [`ItemKey`]).
+pub(crate) fn outcome_item_key(bytes: &[u8]) -> Result<ItemKey<'_>> {
+    match bytes.split_first() {
+        Some((&OUTCOME_BINARY_V2, rest)) => {
+            let (key, _) = split_item_key(rest)?;
+            Ok(ItemKey::Known((!key.is_empty()).then_some(key)))
+        }
+        _ => Ok(ItemKey::Unknown),
+    }
+}
+
+/// A V2 value after its version byte: the item key (`u32` length, then the bytes) and the
+/// rest.
+fn split_item_key(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = || StoreError::corrupt("outcome: truncated item key");
+    let len = bytes.get(..4).ok_or_else(corrupt)?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let key = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok((key, &bytes[4 + len..]))
+}
+
+/// An `outcomes` value: a version byte (2), the key of the event's queue item (`u32`
+/// length, then the bytes; empty when there is none), then the outcome in postcard's
+/// compact binary form, with the plugin list replaced by the id of its plugin set (see
 /// `plugin_sets`), scores, votes and calls naming their plugin by its position in
 /// that set, and the final route given as the vote it came from. An outcome for the
 /// example plugins takes about a third of the bytes its JSON took: sled's cost per
 /// write grows with the bytes written (every 16 entries a leaf is split and rewritten),
 /// and serializing JSON was itself a tenth of recording an outcome.
-pub(crate) fn encode_outcome(outcome: &Outcome, set: u64) -> Result<Vec<u8>> {
+pub(crate) fn encode_outcome(
+    outcome: &Outcome,
+    set: u64,
+    item_key: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let refs = &outcome.plugins;
     fn by_name<'a>(refs: &[PluginRef], name: &'a str) -> Slot<&'a str> {
         match refs.iter().position(|p| p.name == name) {
@@ -146,7 +184,13 @@ pub(crate) fn encode_outcome(outcome: &Outcome, set: u64) -> Result<Vec<u8>> {
             .collect(),
         shadow: shadow.as_slice(),
     };
-    let mut out = vec![OUTCOME_BINARY_V1];
+    let key = item_key.unwrap_or_default();
+    let len = u32::try_from(key.len())
+        .map_err(|_| StoreError::corrupt("outcome: queue item key over 4 GiB"))?;
+    let mut out = Vec::with_capacity(512);
+    out.push(OUTCOME_BINARY_V2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
     postcard::to_io(&bin, &mut out)
         .map_err(|e| StoreError::corrupt(format!("cannot encode an outcome: {e}")))?;
     Ok(out)
@@ -160,6 +204,7 @@ pub(crate) fn decode_outcome(
 ) -> Result<Outcome> {
     match bytes.split_first() {
         Some((&OUTCOME_BINARY_V1, rest)) => decode_binary_outcome(rest, set),
+        Some((&OUTCOME_BINARY_V2, rest)) => decode_binary_outcome(split_item_key(rest)?.1, set),
         _ => decode_json_outcome(bytes),
     }
 }

@@ -1,7 +1,8 @@
 //! The write hot path: one committer thread takes every waiting request as a batch
 //! (appends of new events, and the pipeline's outcomes for processed ones), writes it in
 //! one transaction, flushes once (durable mode) and then replies to each request. It
-//! owns event insertion and outcome recording; it must never reply before its flush.
+//! owns event insertion, outcome recording and erasure (`erase.rs`, in a transaction of
+//! its own after the batch's); it must never reply before its flush.
 //!
 //! Outcomes ride on the same group commit as appends because a sled transaction of its
 //! own cost far more than the writes in it (each one rolls sled's log buffer): recording
@@ -21,6 +22,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use crate::codec;
+use crate::erase::Erasure;
 use crate::error::{Result, StoreError, from_tx};
 use crate::events::Completion;
 use crate::queue::QueueItem;
@@ -48,6 +50,7 @@ impl Appended {
 
 type Reply = Box<dyn FnOnce(Result<Vec<Appended>>, Vec<Event>) + Send>;
 type CompleteReply = Box<dyn FnOnce(Result<Vec<Completion>>) + Send>;
+pub(crate) type EraseReply = Box<dyn FnOnce(Result<Vec<Erasure>>) + Send>;
 
 pub(crate) enum Request {
     Append {
@@ -58,6 +61,13 @@ pub(crate) enum Request {
         items: Vec<PreparedOutcome>,
         reply: CompleteReply,
     },
+    /// Erase these events (see `erase.rs`): the committer does it because it is the one
+    /// thread that adds events, outcomes and queue items, so none can appear for an
+    /// event while it is being erased.
+    Erase {
+        ids: Vec<String>,
+        reply: EraseReply,
+    },
 }
 
 impl Request {
@@ -66,6 +76,7 @@ impl Request {
         match self {
             Request::Append { events, .. } => events.len(),
             Request::Complete { items, .. } => items.len(),
+            Request::Erase { ids, .. } => ids.len(),
         }
     }
 
@@ -74,6 +85,7 @@ impl Request {
         match self {
             Request::Append { events, reply } => reply(Err(e), events),
             Request::Complete { reply, .. } => reply(Err(e)),
+            Request::Erase { reply, .. } => reply(Err(e)),
         }
     }
 }
@@ -82,6 +94,9 @@ impl Request {
 /// thread that recorded it.
 pub(crate) struct PreparedOutcome {
     pub id: String,
+    /// The store's erasure count when the event was found to exist: if it moved before
+    /// the outcome is written, the committer checks again that the event is still there.
+    pub erasures: u64,
     pub outcome: Vec<u8>,
     pub item: Option<PreparedItem>,
 }
@@ -96,8 +111,19 @@ pub(crate) struct PreparedItem {
 /// What one request of a batch came to.
 enum Done {
     Appended(Vec<Appended>),
-    /// Per outcome, whether it was recorded (else the event was already processed).
-    Completed(Vec<bool>),
+    /// Per outcome, what became of it.
+    Completed(Vec<Recorded>),
+    Erased(Vec<Erasure>),
+}
+
+/// What became of one outcome in a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    New,
+    /// The event already had an outcome.
+    Already,
+    /// The event was erased after the outcome was prepared.
+    Erased,
 }
 
 /// At most this many writes go into one transaction; more waiting requests go next.
@@ -329,6 +355,9 @@ impl Committer {
             prepared.push(encoded);
         }
 
+        // Only this thread erases, and it does so after this transaction: outcomes
+        // prepared under this count of erasures are for events that still exist.
+        let erasures = self.counters.erasures.load(Ordering::SeqCst);
         let t = &self.trees;
         let trees = (
             &t.events,
@@ -370,7 +399,11 @@ impl Committer {
                             for p in items {
                                 let id = p.id.as_str();
                                 if !recorded.insert(id) || outcomes.get(id)?.is_some() {
-                                    done.push(false);
+                                    done.push(Recorded::Already);
+                                    continue;
+                                }
+                                if p.erasures != erasures && events.get(id)?.is_none() {
+                                    done.push(Recorded::Erased);
                                     continue;
                                 }
                                 outcomes.insert(id, p.outcome.as_slice())?;
@@ -383,10 +416,12 @@ impl Committer {
                                         None => added.push((q, 1)),
                                     }
                                 }
-                                done.push(true);
+                                done.push(Recorded::New);
                             }
                             results.push(Done::Completed(done));
                         }
+                        // Written after this transaction, in one of their own.
+                        Request::Erase { .. } => results.push(Done::Erased(Vec::new())),
                     }
                 }
                 for (q, n) in added {
@@ -426,6 +461,12 @@ impl Committer {
         if let Some(processed) = processed {
             c.processed.store(processed, Ordering::Relaxed);
         }
+        let mut results = results;
+        for (request, done) in batch.iter().zip(results.iter_mut()) {
+            if let Request::Erase { ids, .. } = request {
+                *done = Done::Erased(self.erase(ids)?);
+            }
+        }
         Ok(results)
     }
 }
@@ -436,7 +477,7 @@ fn answer(request: Request, result: Result<Done>) {
         Request::Append { events, reply } => {
             let result = result.and_then(|d| match d {
                 Done::Appended(a) => Ok(a),
-                Done::Completed(_) => Err(StoreError::corrupt("an append got completions")),
+                _ => Err(StoreError::corrupt("an append got another answer")),
             });
             catch_unwind(AssertUnwindSafe(move || reply(result, events)))
         }
@@ -446,17 +487,22 @@ fn answer(request: Request, result: Result<Done>) {
                 Done::Completed(recorded) => Ok(items
                     .into_iter()
                     .zip(recorded)
-                    .map(|(p, recorded)| {
-                        if recorded {
-                            Completion::Completed {
-                                queue_item: p.item.map(|i| i.item),
-                            }
-                        } else {
-                            Completion::AlreadyProcessed
-                        }
+                    .map(|(p, recorded)| match recorded {
+                        Recorded::New => Completion::Completed {
+                            queue_item: p.item.map(|i| i.item),
+                        },
+                        Recorded::Already => Completion::AlreadyProcessed,
+                        Recorded::Erased => Completion::Erased,
                     })
                     .collect()),
-                Done::Appended(_) => Err(StoreError::corrupt("a completion got appends")),
+                _ => Err(StoreError::corrupt("a completion got another answer")),
+            });
+            catch_unwind(AssertUnwindSafe(move || reply(result)))
+        }
+        Request::Erase { reply, .. } => {
+            let result = result.and_then(|d| match d {
+                Done::Erased(e) => Ok(e),
+                _ => Err(StoreError::corrupt("an erasure got another answer")),
             });
             catch_unwind(AssertUnwindSafe(move || reply(result)))
         }

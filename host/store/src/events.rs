@@ -24,6 +24,8 @@ pub enum Completion {
     /// The event was already processed; nothing changed. Happens when an event is
     /// processed again after a crash, and keeps each event's stored result single.
     AlreadyProcessed,
+    /// The event was erased while the pipeline was deciding it; nothing was written.
+    Erased,
 }
 
 /// Which events a listing returns. Every field narrows; `None` means "any".
@@ -95,8 +97,23 @@ impl EventFilter {
                 .is_none_or(|f| e.feedback.kind() == f)
     }
 
+    /// Whether only the time bounds narrow: the `log` range is then the whole answer.
+    pub(crate) fn only_time(&self) -> bool {
+        let rest = EventFilter {
+            from_ms: None,
+            to_ms: None,
+            ..self.clone()
+        };
+        rest == EventFilter::default()
+    }
+
+    /// Whether nothing narrows at all.
+    pub fn is_empty(&self) -> bool {
+        self == &EventFilter::default()
+    }
+
     /// The `log` key range for the time bounds, capped above by `before` (a cursor).
-    fn range(&self, before: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    pub(crate) fn range(&self, before: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
         let lower = match self.from_ms {
             Some(ms) => Bound::Included(ms.to_be_bytes().to_vec()),
             None => Bound::Unbounded,
@@ -218,7 +235,8 @@ impl Store {
     /// [`Store::complete`] for many events, in one transaction. The whole batch is checked
     /// first: if any event is unknown or names a bad queue, nothing is recorded and the
     /// error is returned. Each event's outcome is recorded once: results are in the order
-    /// given, and an id given twice (or already processed) is `AlreadyProcessed`.
+    /// given, and an id given twice (or already processed) is `AlreadyProcessed`; one
+    /// whose event is erased meanwhile is `Erased`.
     pub fn complete_all(&self, items: &[(&str, &Outcome)]) -> Result<Vec<Completion>> {
         let prepared = items
             .iter()
@@ -294,8 +312,11 @@ impl Store {
     }
 
     /// Check and encode one outcome (and its queue item) for the committer.
-    fn prepare_outcome(&self, id: &str, outcome: &Outcome) -> Result<PreparedOutcome> {
+    pub(crate) fn prepare_outcome(&self, id: &str, outcome: &Outcome) -> Result<PreparedOutcome> {
         let t = self.trees();
+        // Read before the check: an erasure after it moves the count, and the committer
+        // then checks again (see `PreparedOutcome::erasures`).
+        let erasures = self.erasures();
         if !t.events.contains_key(id)? {
             return Err(StoreError::NotFound { id: id.to_owned() });
         }
@@ -323,7 +344,8 @@ impl Store {
         let set = t.plugin_sets.id_for(&outcome.plugins)?;
         Ok(PreparedOutcome {
             id: id.to_owned(),
-            outcome: codec::encode_outcome(outcome, set)?,
+            erasures,
+            outcome: codec::encode_outcome(outcome, set, item.as_ref().map(|i| i.key.as_slice()))?,
             item,
         })
     }

@@ -35,12 +35,17 @@
 //! fifth of the server's CPU per event under load. Stores in the old layout are
 //! converted at open.
 //!
+//! Erasing an event (`erase`) removes its `events`, `log` and `outcomes` entries and its
+//! items in `queue`, `queue_items` and `queue_leases`, and adjusts `counters`,
+//! `queue_depth` and `queue_done`, in one transaction; `queue_audit` keeps its entries.
+//!
 //! All writes on the hot path go through one committer thread (`committer`): new
 //! events and the pipeline's outcomes share its group commit, one transaction and one
 //! flush per batch, because a sled transaction costs far more than the writes in it.
 
 mod codec;
 mod committer;
+mod erase;
 mod error;
 mod events;
 mod kv;
@@ -57,6 +62,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use committer::Appended;
+pub use erase::{Erased, Erasure};
 pub use error::{KvError, Result, StoreError};
 pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
 pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
@@ -122,6 +128,8 @@ pub(crate) struct Counters {
     events: AtomicU64,
     /// Events with an outcome, mirrored from the `counters` tree.
     processed: AtomicU64,
+    /// Erasures committed since open; see `PreparedOutcome::erasures`.
+    erasures: AtomicU64,
 }
 
 /// The fixed trees, opened once.
@@ -276,9 +284,15 @@ impl Store {
     /// every request to bound the backlog, and report it in `/metrics`.
     pub fn unprocessed(&self) -> u64 {
         let c = &self.inner.counters;
-        // Read `processed` first: both only grow, so this never undercounts by a race.
+        // Read `processed` first: both only grow (but for erasures, which take from both),
+        // so this never undercounts by a race.
         let processed = c.processed.load(Ordering::Relaxed);
         c.events.load(Ordering::Relaxed).saturating_sub(processed)
+    }
+
+    /// How many erasures the committer has made since open.
+    pub(crate) fn erasures(&self) -> u64 {
+        self.inner.counters.erasures.load(Ordering::SeqCst)
     }
 
     pub(crate) fn trees(&self) -> &Trees {

@@ -189,12 +189,12 @@ pub(crate) fn item_key(item: &QueueItem) -> Vec<u8> {
 }
 
 /// `queue \0 item_id`: an item's state in `queue_items`.
-fn entry_key(queue: &str, item_id: &str) -> Vec<u8> {
+pub(crate) fn entry_key(queue: &str, item_id: &str) -> Vec<u8> {
     codec::named_key(queue, item_id.as_bytes())
 }
 
 /// `queue \0 expires_at item_id`: a lease in `queue_leases`, so expired ones are a range.
-fn lease_key(queue: &str, item_id: &str, lease: &Lease) -> Vec<u8> {
+pub(crate) fn lease_key(queue: &str, item_id: &str, lease: &Lease) -> Vec<u8> {
     let mut rest = lease.expires_at.to_be_bytes().to_vec();
     rest.extend_from_slice(item_id.as_bytes());
     codec::named_key(queue, &rest)

@@ -712,7 +712,7 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
         calls: vec![],
     }];
     let full = codec::encode(&o).unwrap();
-    let binary = codec::encode_outcome(&o, 7).unwrap();
+    let binary = codec::encode_outcome(&o, 7, None).unwrap();
     assert!(
         binary.len() * 2 < full.len(),
         "{} vs {}",
@@ -734,6 +734,31 @@ fn outcomes_are_stored_compactly_and_old_ones_still_decode() {
     assert_eq!(codec::decode_outcome(&indexed, no_set).unwrap(), o);
     assert!(codec::decode_outcome(br#"{"scores":[],"votes":[],"route":{"action":"accept"},"calls":[{"plugin":5,"kind":"scorer","duration_us":1}],"plugins":[],"processed_at":1}"#, no_set).is_err());
     assert!(codec::decode_outcome(&binary[..binary.len() / 2], |_| Ok(refs.clone())).is_err());
+    assert_eq!(
+        codec::outcome_item_key(&binary).unwrap(),
+        codec::ItemKey::Known(None)
+    );
+    // With the queue item's key in front; and the layout before it (V1), which names none.
+    let keyed = codec::encode_outcome(&o, 7, Some(b"q\0key")).unwrap();
+    assert_eq!(
+        codec::outcome_item_key(&keyed).unwrap(),
+        codec::ItemKey::Known(Some(&b"q\0key"[..]))
+    );
+    assert_eq!(
+        codec::decode_outcome(&keyed, |_| Ok(refs.clone())).unwrap(),
+        o
+    );
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&binary[5..]);
+    assert_eq!(codec::decode_outcome(&v1, |_| Ok(refs.clone())).unwrap(), o);
+    assert_eq!(
+        codec::outcome_item_key(&v1).unwrap(),
+        codec::ItemKey::Unknown
+    );
+    assert_eq!(
+        codec::outcome_item_key(&full).unwrap(),
+        codec::ItemKey::Unknown
+    );
 
     // Through the store: the plugin set is stored once and survives a reopen; a route
     // that is no vote's is kept as it is.
@@ -1078,4 +1103,179 @@ fn last_handle_dropped_inside_a_reply_does_not_hang() {
     });
     drop(store);
     assert_eq!(rx.recv().unwrap().unwrap(), 1);
+}
+
+#[test]
+fn an_outcome_prepared_before_its_event_was_erased_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .append(vec![event("e1", 1_000), event("e2", 1_001)])
+        .unwrap();
+    let label = outcome(Route::Label(target("q", 50)));
+    // The pipeline checked that e1 exists and encoded its outcome; then e1 was erased.
+    let prepared = store.prepare_outcome("e1", &label).unwrap();
+    let erased = store.erase(vec!["e1".into()]).unwrap();
+    assert!(erased[0].erased);
+    assert_eq!(store.unprocessed(), 1);
+    let (tx, rx) = mpsc::channel();
+    store.send(
+        committer::Request::Complete {
+            items: vec![prepared],
+            reply: Box::new(move |r| tx.send(r).unwrap()),
+        },
+        true,
+    );
+    assert_eq!(rx.recv().unwrap().unwrap(), vec![Completion::Erased]);
+    assert_eq!(store.get("e1").unwrap(), None, "no outcome brought it back");
+    assert!(
+        store.queue_items("q", 10).unwrap().is_empty(),
+        "and no queue item"
+    );
+    assert!(matches!(
+        store.complete("e1", &label),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.pending().unwrap(), ["e2"]);
+    assert_eq!(
+        (store.count(), store.processed(), store.unprocessed()),
+        (1, 0, 1)
+    );
+    // Outcomes prepared when nothing was erased meanwhile are written as ever.
+    assert!(matches!(
+        store.complete("e2", &label).unwrap(),
+        Completion::Completed {
+            queue_item: Some(_)
+        }
+    ));
+    assert_eq!(
+        (store.count(), store.processed(), store.unprocessed()),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn erase_matching_takes_a_users_events_or_those_before_a_time() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        let mut events: Vec<Event> = (0..600)
+            .map(|i| event(&format!("e{i}"), 1_000 + i))
+            .collect();
+        for e in events.iter_mut().skip(1).step_by(3) {
+            e.user_id = Some("u2".into());
+        }
+        store.append(events).unwrap();
+        for i in (0..600).step_by(2) {
+            store
+                .complete(&format!("e{i}"), &outcome(Route::Accept))
+                .unwrap();
+        }
+        let mut chunks = Vec::new();
+        let by_user = EventFilter {
+            user_id: Some("u2".into()),
+            ..EventFilter::default()
+        };
+        let total = store
+            .erase_matching(&by_user, |c| chunks.push(c.events))
+            .unwrap();
+        assert_eq!(total.events, 200);
+        assert_eq!(chunks, [200], "one chunk of 256 at most");
+        assert!(store.list(&by_user, None, 10).unwrap().events.is_empty());
+        assert_eq!(store.count(), 400);
+        // 100 of u2's 200 had outcomes (e1, e4, e7, ...: every other one is even).
+        assert_eq!(store.processed(), 200);
+
+        let old = EventFilter {
+            to_ms: Some(1_300),
+            ..EventFilter::default()
+        };
+        assert!(old.only_time() && !old.is_empty() && !by_user.only_time());
+        let total = store.erase_matching(&old, |_| {}).unwrap();
+        assert_eq!(total.events, 200, "u1's 200 of the first 300");
+        assert_eq!(store.count(), 200);
+        let first = store.scan(&EventFilter::default()).next().unwrap().unwrap();
+        assert_eq!(first.event.id, "e300");
+        assert_eq!(store.unprocessed(), store.pending().unwrap().len() as u64);
+    }
+    let store = open(&dir);
+    assert_eq!(store.count(), 200);
+    assert_eq!(store.unprocessed(), store.pending().unwrap().len() as u64);
+}
+
+#[test]
+fn erasing_while_events_arrive_and_complete_keeps_every_tree_and_count_consistent() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let n = 1_500usize;
+    // How many events the appender has stored so far (ids e0 .. e{stored}).
+    let stored = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+                let events = chunk
+                    .iter()
+                    .map(|i| event(&format!("e{i}"), 1_000 + *i as u64))
+                    .collect();
+                store.append(events).unwrap();
+                stored.fetch_add(chunk.len(), SeqCst);
+                std::thread::yield_now();
+                let ids: Vec<String> = chunk.iter().map(|i| format!("e{i}")).collect();
+                let label = outcome(Route::Label(target("q", 50)));
+                let items: Vec<(&str, &Outcome)> =
+                    ids.iter().map(|id| (id.as_str(), &label)).collect();
+                // Some were erased in between: those are refused, the rest recorded.
+                let (tx, rx) = mpsc::channel();
+                store.complete_with(&items, move |r| tx.send(r).unwrap());
+                for r in rx.recv().unwrap() {
+                    match r {
+                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        s.spawn(|| {
+            // Every third event, as soon as it is stored.
+            let mut next = 0;
+            while next < n {
+                let upto = stored.load(SeqCst);
+                let ids: Vec<String> = (next..upto)
+                    .filter(|i| i % 3 == 0)
+                    .map(|i| format!("e{i}"))
+                    .collect();
+                next = upto;
+                if ids.is_empty() {
+                    std::thread::yield_now();
+                } else {
+                    assert!(store.erase(ids).unwrap().iter().all(|e| e.erased));
+                }
+            }
+        });
+    });
+    assert_eq!(store.count(), n - n.div_ceil(3));
+    let t = store.trees();
+    let events = t.events.len() as u64;
+    assert_eq!(t.log.len() as u64, events);
+    assert_eq!(store.count() as u64, events);
+    assert_eq!(store.processed(), t.outcomes.len() as u64);
+    for entry in t.outcomes.iter() {
+        let (id, _) = entry.unwrap();
+        assert!(
+            t.events.contains_key(&id).unwrap(),
+            "an outcome outlived its event"
+        );
+    }
+    let items = store.queue_items("q", usize::MAX).unwrap();
+    for item in &items {
+        assert!(t.events.contains_key(&item.event_id).unwrap(), "{item:?}");
+    }
+    assert_eq!(
+        items.len() as u64,
+        store.processed(),
+        "one item per outcome"
+    );
+    assert_eq!(store.queue_depths().unwrap()["q"], items.len() as u64);
+    assert_eq!(store.unprocessed(), store.pending().unwrap().len() as u64);
 }

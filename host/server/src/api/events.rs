@@ -384,6 +384,33 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+impl ListQuery {
+    /// The store filter the query names (paging aside).
+    fn filter(&self) -> Result<EventFilter, ApiError> {
+        if let Some(route) = &self.route
+            && !["accept", "label", "review", "drop", "pending"].contains(&route.as_str())
+        {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                format!("`route` is `{route}`; expected accept, label, review, drop or pending"),
+            ));
+        }
+        Ok(EventFilter {
+            from_ms: self.from,
+            to_ms: self.to,
+            prompt_name: self.prompt.clone(),
+            prompt_version: self.prompt_version.clone(),
+            route: self.route.clone(),
+            queue: self.queue.clone(),
+            feedback: self.feedback.clone(),
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+            trace_id: self.trace_id.clone(),
+            model: self.model.clone(),
+        })
+    }
+}
+
 pub async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -400,27 +427,7 @@ pub async fn list(
             format!("`limit` is {limit}; it must be 1..=500"),
         ));
     }
-    if let Some(route) = &q.route
-        && !["accept", "label", "review", "drop", "pending"].contains(&route.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_value",
-            format!("`route` is `{route}`; expected accept, label, review, drop or pending"),
-        ));
-    }
-    let filter = EventFilter {
-        from_ms: q.from,
-        to_ms: q.to,
-        prompt_name: q.prompt,
-        prompt_version: q.prompt_version,
-        route: q.route,
-        queue: q.queue,
-        feedback: q.feedback,
-        user_id: q.user_id,
-        session_id: q.session_id,
-        trace_id: q.trace_id,
-        model: q.model,
-    };
+    let filter = q.filter()?;
     let store = state.store.clone();
     let cursor = q.cursor;
     let page = tokio::task::spawn_blocking(move || store.list(&filter, cursor.as_deref(), limit))
@@ -433,4 +440,66 @@ pub async fn list(
             other => ApiError::from(other),
         })?;
     Ok(Json(json!({"events": page.events, "next_cursor": page.next_cursor})).into_response())
+}
+
+/// `flywheel_events_erased_total` by cause (`request` or `retention`).
+pub(crate) fn erased_counter(cause: &'static str) -> metrics::Counter {
+    metrics::counter!("flywheel_events_erased_total", "cause" => cause)
+}
+
+/// `DELETE /v1/events/{id}` (admin): erase one event for good, with its outcome, reviews
+/// and queue items. 404 when there is no such event (any more).
+pub async fn erase_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, &[Role::Admin])?;
+    let store = state.store.clone();
+    let done = blocking(move || Ok(store.erase(vec![id])?)).await?;
+    let Some(e) = done.into_iter().next() else {
+        return Err(ApiError::internal("the store answered no erasure"));
+    };
+    if !e.erased {
+        return Err(ApiError::not_found(format!("no event with id `{}`", e.id)));
+    }
+    erased_counter("request").increment(1);
+    tracing::info!(actor = %caller.name, event = %e.id, queue_items = e.queue_items, "erased an event");
+    Ok(Json(json!({"id": e.id, "erased": true, "queue_items": e.queue_items})).into_response())
+}
+
+/// `DELETE /v1/events?user_id=...` (admin): erase every event the listing's filters
+/// match (at least one is required), e.g. all of one user's events for a data-protection
+/// request. Answers with the totals once all are erased; `GET /v1/events` with the same
+/// filters shows beforehand what will go.
+pub async fn erase_matching(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, &[Role::Admin])?;
+    let Query(q) = query?;
+    if q.cursor.is_some() || q.limit.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "`cursor` and `limit` page a listing; an erasure takes every match",
+        ));
+    }
+    let filter = q.filter()?;
+    if filter.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_filter",
+            "name at least one filter (e.g. `user_id`, `session_id`, `trace_id`, `to`): \
+             erasing every event is not done by accident",
+        ));
+    }
+    let store = state.store.clone();
+    let what = serde_json::to_string(&filter).unwrap_or_default();
+    let counter = erased_counter("request");
+    let total = blocking(move || {
+        Ok(store.erase_matching(&filter, |chunk| counter.increment(chunk.events))?)
+    })
+    .await?;
+    tracing::info!(actor = %caller.name, filter = %what, events = total.events, queue_items = total.queue_items, "erased events");
+    Ok(Json(json!({"erased": total.events, "queue_items": total.queue_items})).into_response())
 }

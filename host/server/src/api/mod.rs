@@ -57,8 +57,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/events", get(events::list).post(events::post))
-        .route("/v1/events/{id}", get(events::get_one))
+        .route(
+            "/v1/events",
+            get(events::list)
+                .post(events::post)
+                .delete(events::erase_matching),
+        )
+        .route(
+            "/v1/events/{id}",
+            get(events::get_one).delete(events::erase_one),
+        )
         .merge(queues::routes())
         .merge(stats::routes())
         .merge(console::routes())

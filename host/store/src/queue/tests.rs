@@ -297,3 +297,109 @@ fn queue_state_survives_a_reopen() {
     assert_eq!(entry.status, ItemStatus::InReview);
     assert_eq!(store.queue_depths().unwrap()["q"], 1);
 }
+
+#[test]
+fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = open(&dir);
+        let now = now_ms();
+        let leased = queued(&store, "leased", "q", 90);
+        let released = queued(&store, "released", "q", 80);
+        let done = queued(&store, "done", "q", 70);
+        let partial = queued(&store, "partial", "q", 60);
+        queued(&store, "open", "q", 20);
+        let keep = queued(&store, "keep", "q", 10);
+        let claim = |who: &str, skip: &[String]| {
+            store
+                .claim("q", who, MINUTE, skip, now)
+                .unwrap()
+                .unwrap()
+                .item
+                .id
+        };
+        assert_eq!(claim("alice", &[]), leased);
+        assert_eq!(claim("bob", &[]), released);
+        store.release("q", &released, "bob", now).unwrap();
+        let skip = [released.clone()];
+        assert_eq!(claim("carol", &skip), done);
+        store
+            .review(review("q", &done, "carol", Verdict::Approve, now), 1)
+            .unwrap();
+        assert_eq!(claim("dave", &skip), partial);
+        store
+            .review(review("q", &partial, "dave", Verdict::Approve, now), 2)
+            .unwrap();
+        // Two outcomes as stored before outcomes named their queue item: found by a scan.
+        for id in ["leased", "done"] {
+            let t = store.trees();
+            let v = t.outcomes.get(id).unwrap().unwrap();
+            assert_eq!(v[0], 2);
+            let len = u32::from_be_bytes(v[1..5].try_into().unwrap()) as usize;
+            assert!(len > 0);
+            let mut v1 = vec![1u8];
+            v1.extend_from_slice(&v[5 + len..]);
+            t.outcomes.insert(id, v1).unwrap();
+        }
+        // Pending: released, partial, open, keep; leased is held; done is done.
+        assert_eq!(store.queue_depths().unwrap()["q"], 4);
+
+        let ids = [
+            "leased", "released", "done", "partial", "open", "nope", "open",
+        ];
+        let erased = store
+            .erase(ids.iter().map(|s| s.to_string()).collect())
+            .unwrap();
+        let got: Vec<(&str, bool, u64)> = erased
+            .iter()
+            .map(|e| (e.id.as_str(), e.erased, e.queue_items))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("leased", true, 1),
+                ("released", true, 1),
+                ("done", true, 1),
+                ("partial", true, 1),
+                ("open", true, 1),
+                ("nope", false, 0),
+                ("open", false, 0),
+            ]
+        );
+        for id in &ids[..5] {
+            assert_eq!(store.get(id).unwrap(), None, "{id}");
+        }
+        assert!(matches!(
+            store.review(review("q", &leased, "alice", Verdict::Approve, now), 1),
+            Err(StoreError::NoSuchItem { .. })
+        ));
+        let left: Vec<String> = store
+            .queue_entries("q", None, 100, now)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.item.id)
+            .collect();
+        assert_eq!(left, std::slice::from_ref(&keep));
+        let s = &store.queue_summaries(now).unwrap()[0];
+        assert_eq!((s.pending, s.in_review, s.done), (1, 0, 0));
+        assert_eq!(store.queue_depths().unwrap()["q"], 1);
+        assert_eq!(
+            (store.count(), store.processed(), store.unprocessed()),
+            (1, 1, 0)
+        );
+        assert_eq!(
+            claim("erin", &[]),
+            keep,
+            "no lease of an erased item is left"
+        );
+    }
+    let store = open(&dir);
+    assert_eq!((store.count(), store.processed()), (1, 1));
+    assert_eq!(
+        store.queue_depths().unwrap()["q"],
+        0,
+        "keep is held by erin"
+    );
+    let s = &store.queue_summaries(now_ms()).unwrap()[0];
+    assert_eq!((s.pending, s.in_review, s.done), (0, 1, 0));
+}
