@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use flywheel_tests::fixtures;
-use flywheel_tests::server::{Options, Server, examples_without_sampling};
+use flywheel_tests::server::{Options, Server, examples_without_sampling, flywheel_bin};
 use serde_json::{Value, json};
 
 const REVIEWER: &str = "reviewer-token-0123456789";
@@ -211,4 +211,53 @@ fn retention_erases_old_events_on_its_own() {
     assert_eq!(server.get("/v1/events/new").0, 200, "a young event stays");
     assert!(metric(&server, "flywheel_events_erased_total{cause=\"retention\"}") >= 1.0);
     assert!(server.log().contains("retention: erased old events"));
+}
+
+#[test]
+fn the_cli_erases_from_a_stopped_servers_data() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        plugins: examples_without_sampling(),
+        data_dir: Some(data.path().to_path_buf()),
+        ..Options::default()
+    };
+    let mut server = Server::start(options.clone());
+    let events = json!({"events": [
+        ungrounded("a", "u-x"), ungrounded("b", "u-x"), ungrounded("c", "u-y"), ungrounded("d", "u-y"),
+    ]});
+    let (status, body) = server.post("/v1/events?wait=true", &events);
+    assert_eq!(status, 200, "{body}");
+    server.kill9();
+
+    let erase = |args: &[&str]| {
+        let out = std::process::Command::new(flywheel_bin())
+            .arg("erase")
+            .args(args)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .expect("run erase");
+        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, stderr) = erase(&[]);
+    assert!(!ok && stderr.contains("name what to erase"), "{stderr}");
+    let (ok, out, stderr) = erase(&["--user-id", "u-x", "--id", "c", "--id", "nope"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        out,
+        json!({"erased": 3, "queue_items": 3, "not_found": ["nope"]})
+    );
+
+    let server = Server::start(options);
+    let (_, ready) = server.get("/readyz");
+    assert_eq!(ready["events"], 1, "{ready}");
+    for (id, want) in [("a", 404), ("b", 404), ("c", 404), ("d", 200)] {
+        assert_eq!(server.get(&format!("/v1/events/{id}")).0, want, "{id}");
+    }
+    assert_eq!(labeling(&server), (1, 0));
 }

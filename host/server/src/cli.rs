@@ -54,7 +54,7 @@ pub struct RunArgs {
     prompt: Option<PathBuf>,
 }
 
-/// Which stored events a command reads: shared by `replay` and `export`.
+/// Which stored events a command reads: shared by `replay`, `export` and `erase`.
 #[derive(Debug, clap::Args)]
 pub struct SelectArgs {
     /// Events received at or after (ms since the Unix epoch).
@@ -437,6 +437,80 @@ pub fn plugin_check(wasm: &Path, manifest: Option<&Path>) -> Result<ExitCode> {
             flywheel_model::FailureMode::FailOpen => "fail-open",
             flywheel_model::FailureMode::FailClosed => "fail-closed",
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flywheel erase` options: `DELETE /v1/events/{id}` and `DELETE /v1/events` for a
+/// stopped server.
+#[derive(Debug, clap::Args)]
+pub struct EraseArgs {
+    /// Data directory of a (stopped) server.
+    #[arg(long, default_value = "flywheel-data")]
+    data: PathBuf,
+    /// Erase the event with this id (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Only events of this `user_id`.
+    #[arg(long)]
+    user_id: Option<String>,
+    /// Only events of this `session_id`.
+    #[arg(long)]
+    session_id: Option<String>,
+    /// Only events of this `trace_id`.
+    #[arg(long)]
+    trace_id: Option<String>,
+}
+
+pub fn erase(args: EraseArgs) -> Result<ExitCode> {
+    let filter = flywheel_store::EventFilter {
+        from_ms: args.select.from,
+        to_ms: args.select.to,
+        prompt_name: args.select.prompt,
+        prompt_version: args.select.prompt_version,
+        user_id: args.user_id,
+        session_id: args.session_id,
+        trace_id: args.trace_id,
+        ..flywheel_store::EventFilter::default()
+    };
+    if args.ids.is_empty() && filter.is_empty() {
+        anyhow::bail!(
+            "name what to erase: --id, or a filter such as --user-id, --session-id or --to \
+             (erasing every event is not done by accident)"
+        );
+    }
+    let store = flywheel_store::Store::open(
+        &args.data.join("store"),
+        flywheel_store::StoreOptions::default(),
+    )
+    .with_context(|| {
+        format!(
+            "opening the store in {} (is a server running on it?)",
+            args.data.display()
+        )
+    })?;
+    let mut total = flywheel_store::Erased::default();
+    let missing: Vec<String> = if args.ids.is_empty() {
+        Vec::new()
+    } else {
+        let done = store.erase(args.ids)?;
+        total.add(&done);
+        done.into_iter()
+            .filter(|e| !e.erased)
+            .map(|e| e.id)
+            .collect()
+    };
+    if !filter.is_empty() {
+        let more = store.erase_matching(&filter, |_| {})?;
+        total.events += more.events;
+        total.queue_items += more.queue_items;
+    }
+    store.flush()?;
+    println!(
+        "{}",
+        serde_json::json!({"erased": total.events, "queue_items": total.queue_items, "not_found": missing})
     );
     Ok(ExitCode::SUCCESS)
 }

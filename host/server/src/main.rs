@@ -34,6 +34,9 @@ enum Command {
     /// Export a fine-tuning dataset (sft, dpo, kto) as JSONL from a data directory
     /// (the server must not be running on it).
     Export(cli::ExportArgs),
+    /// Erase events for good, with their outcomes, reviews and queue items, from a data
+    /// directory (the server must not be running on it); as `DELETE /v1/events`.
+    Erase(cli::EraseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Plugin(PluginCommand::Run(a)) => cli::plugin_run(a),
         Command::Replay(a) => cli::replay(a),
         Command::Export(a) => cli::export(a),
+        Command::Erase(a) => cli::erase(a),
         Command::Plugin(PluginCommand::Check { wasm, manifest }) => {
             cli::plugin_check(&wasm, manifest.as_deref())
         }

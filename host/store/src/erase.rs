@@ -49,7 +49,8 @@ pub struct Erased {
 }
 
 impl Erased {
-    fn add(&mut self, done: &[Erasure]) {
+    /// Counts in what erasing some ids did.
+    pub fn add(&mut self, done: &[Erasure]) {
         for e in done.iter().filter(|e| e.erased) {
             self.events += 1;
             self.queue_items += e.queue_items;
