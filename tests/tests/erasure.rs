@@ -172,6 +172,19 @@ fn admins_erase_events_by_id_or_by_user_with_their_queue_items() {
         (404, Some("not_found")),
         "{err}"
     );
+    let (_, trail) = server.get(&format!("/v1/queues/labeling/audit?item={held}"));
+    let actions: Vec<(&str, &str)> = trail["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["actor"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("claimed", "rita"), ("erased", "ops")], "{trail}");
     let (_, next) = server.post_as("/v1/queues/labeling/claim", &json!({}), Some(REVIEWER));
     assert_eq!(next["item"]["event_id"], "keep-0", "{next}");
 

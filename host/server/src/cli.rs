@@ -464,6 +464,9 @@ pub struct EraseArgs {
     trace_id: Option<String>,
 }
 
+/// Who erased, in the queues' audit trail, when it was done with `flywheel erase`.
+const CLI_ACTOR: &str = "flywheel erase";
+
 pub fn erase(args: EraseArgs) -> Result<ExitCode> {
     let filter = flywheel_store::EventFilter {
         from_ms: args.select.from,
@@ -495,7 +498,7 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
     let missing: Vec<String> = if args.ids.is_empty() {
         Vec::new()
     } else {
-        let done = store.erase(args.ids)?;
+        let done = store.erase(args.ids, CLI_ACTOR)?;
         total.add(&done);
         done.into_iter()
             .filter(|e| !e.erased)
@@ -503,7 +506,7 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
             .collect()
     };
     if !filter.is_empty() {
-        let more = store.erase_matching(&filter, |_| {})?;
+        let more = store.erase_matching(&filter, CLI_ACTOR, |_| {})?;
         total.events += more.events;
         total.queue_items += more.queue_items;
     }

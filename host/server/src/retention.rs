@@ -28,7 +28,7 @@ pub async fn sweep(store: Store, config: RetentionConfig) {
                 to_ms: Some(cutoff),
                 ..EventFilter::default()
             };
-            store.erase_matching(&old, |chunk| counter.increment(chunk.events))
+            store.erase_matching(&old, "retention", |chunk| counter.increment(chunk.events))
         })
         .await;
         match swept {

@@ -66,6 +66,8 @@ pub(crate) enum Request {
     /// event while it is being erased.
     Erase {
         ids: Vec<String>,
+        /// Who asked, for the queues' audit trail.
+        actor: String,
         reply: EraseReply,
     },
 }
@@ -463,8 +465,8 @@ impl Committer {
         }
         let mut results = results;
         for (request, done) in batch.iter().zip(results.iter_mut()) {
-            if let Request::Erase { ids, .. } = request {
-                *done = Done::Erased(self.erase(ids)?);
+            if let Request::Erase { ids, actor, .. } = request {
+                *done = Done::Erased(self.erase(ids, actor)?);
             }
         }
         Ok(results)

@@ -3,7 +3,8 @@
 //! with everything stored about it: its `log` entry, its outcome, its reviews, and its
 //! queue items whatever their state (open, leased or done), with the queue counters
 //! adjusted. The audit trail keeps its entries (who did what to which item id, with no
-//! event content); plugins' key-value data is theirs and is not touched.
+//! event content) and gains an `erased` one per item, naming who asked; plugins'
+//! key-value data is theirs and is not touched.
 //!
 //! An outcome names its queue item's key, so erasing reads no queue; for outcomes
 //! stored before they did, each queue concerned is read once per batch of erasures.
@@ -20,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
+use flywheel_model::now_ms;
 use serde::Serialize;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -28,7 +30,7 @@ use crate::codec::{self, ItemKey};
 use crate::committer::{Committer, Request};
 use crate::error::{Result, StoreError, from_tx};
 use crate::events::EventFilter;
-use crate::queue::{self, ItemStatus, QueueEntry, QueueItem};
+use crate::queue::{self, AuditAction, AuditEntry, ItemStatus, QueueEntry, QueueItem};
 use crate::{EVENTS_COUNTER, PROCESSED_COUNTER, Store};
 
 /// What erasing one id did.
@@ -65,8 +67,9 @@ const CHUNK: usize = 256;
 impl Store {
     /// Erases the events with these ids, with their outcomes, reviews and queue items,
     /// and returns once that is durable (in durable mode). One result per id, in order;
-    /// an unknown id is reported, not an error.
-    pub fn erase(&self, ids: Vec<String>) -> Result<Vec<Erasure>> {
+    /// an unknown id is reported, not an error. `actor` (who asked) goes into the audit
+    /// trail of each queue that loses an item.
+    pub fn erase(&self, ids: Vec<String>, actor: &str) -> Result<Vec<Erasure>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -74,6 +77,7 @@ impl Store {
         self.send(
             Request::Erase {
                 ids,
+                actor: actor.to_owned(),
                 reply: Box::new(move |r| {
                     let _ = tx.send(r);
                 }),
@@ -90,13 +94,14 @@ impl Store {
     pub fn erase_matching(
         &self,
         filter: &EventFilter,
+        actor: &str,
         mut progress: impl FnMut(Erased),
     ) -> Result<Erased> {
         let mut total = Erased::default();
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut flush = |chunk: &mut Vec<String>, total: &mut Erased| -> Result<()> {
             let mut now = Erased::default();
-            now.add(&self.erase(std::mem::take(chunk))?);
+            now.add(&self.erase(std::mem::take(chunk), actor)?);
             total.events += now.events;
             total.queue_items += now.queue_items;
             progress(now);
@@ -167,7 +172,7 @@ impl ItemRef {
 
 impl Committer {
     /// Erases `ids` in one transaction (see the module notes); the caller flushes.
-    pub(crate) fn erase(&self, ids: &[String]) -> Result<Vec<Erasure>> {
+    pub(crate) fn erase(&self, ids: &[String], actor: &str) -> Result<Vec<Erasure>> {
         let t = &self.trees;
         let mut targets = Vec::with_capacity(ids.len());
         // Events whose outcome was written before outcomes named their queue item, by
@@ -230,6 +235,22 @@ impl Committer {
                 target.items = items;
             }
         }
+        // An audit entry per item that may go, made up front: the transaction may run
+        // more than once and must write the same keys each time.
+        let at = now_ms();
+        let audit_keys: Vec<Vec<Vec<u8>>> = targets
+            .iter()
+            .map(|t| {
+                t.items
+                    .iter()
+                    .map(|item| {
+                        let mut rest = at.to_be_bytes().to_vec();
+                        rest.extend_from_slice(&ulid::Ulid::new().0.to_be_bytes());
+                        codec::named_key(&item.queue, &rest)
+                    })
+                    .collect()
+            })
+            .collect();
 
         let trees = (
             &t.events,
@@ -241,15 +262,16 @@ impl Committer {
             &t.queue_done,
             &t.queue_items,
             &t.queue_leases,
+            &t.queue_audit,
         );
         let (results, events_left, processed_left) = from_tx(trees.transaction(
-            |(events, log, counters, outcomes, open, depth, done, states, leases)| {
+            |(events, log, counters, outcomes, open, depth, done, states, leases, audit)| {
                 let abort = ConflictableTransactionError::Abort;
                 let mut results = Vec::with_capacity(targets.len());
                 let (mut erased, mut unprocessed) = (0u64, 0u64);
                 // Per queue: open items removed from its depth, done items from its count.
                 let mut counts: HashMap<&str, (u64, u64)> = HashMap::new();
-                for target in &targets {
+                for (target, audit_keys) in targets.iter().zip(&audit_keys) {
                     let gone = match target.log_key {
                         Some(key) => {
                             events.remove(target.id)?.is_some() && {
@@ -272,7 +294,7 @@ impl Committer {
                         unprocessed += 1;
                     }
                     let mut removed = 0u64;
-                    for item in &target.items {
+                    for (item, audit_key) in target.items.iter().zip(audit_keys) {
                         let was_open = open.remove(item.key.as_slice())?.is_some();
                         let state = match states.remove(queue::entry_key(&item.queue, &item.id))? {
                             Some(v) => Some(
@@ -294,6 +316,16 @@ impl Committer {
                             Some(ItemStatus::Done) => count.1 += 1,
                         }
                         removed += 1;
+                        let entry = AuditEntry {
+                            at,
+                            queue: item.queue.clone(),
+                            item_id: item.id.clone(),
+                            actor: actor.to_owned(),
+                            action: AuditAction::Erased,
+                            detail: Some("its event was erased".to_owned()),
+                        };
+                        audit
+                            .insert(audit_key.as_slice(), codec::encode(&entry).map_err(abort)?)?;
                     }
                     results.push(Erasure {
                         id: target.id.to_owned(),

@@ -151,6 +151,8 @@ pub enum AuditAction {
     Reviewed,
     /// The item got its last needed review.
     Completed,
+    /// The item's event was erased, and the item with it.
+    Erased,
 }
 
 /// One entry of a queue's audit trail: who did what to which item, when.

@@ -1115,7 +1115,7 @@ fn an_outcome_prepared_before_its_event_was_erased_is_refused() {
     let label = outcome(Route::Label(target("q", 50)));
     // The pipeline checked that e1 exists and encoded its outcome; then e1 was erased.
     let prepared = store.prepare_outcome("e1", &label).unwrap();
-    let erased = store.erase(vec!["e1".into()]).unwrap();
+    let erased = store.erase(vec!["e1".into()], "ops").unwrap();
     assert!(erased[0].erased);
     assert_eq!(store.unprocessed(), 1);
     let (tx, rx) = mpsc::channel();
@@ -1177,7 +1177,7 @@ fn erase_matching_takes_a_users_events_or_those_before_a_time() {
             ..EventFilter::default()
         };
         let total = store
-            .erase_matching(&by_user, |c| chunks.push(c.events))
+            .erase_matching(&by_user, "ops", |c| chunks.push(c.events))
             .unwrap();
         assert_eq!(total.events, 200);
         assert_eq!(chunks, [200], "one chunk of 256 at most");
@@ -1191,7 +1191,7 @@ fn erase_matching_takes_a_users_events_or_those_before_a_time() {
             ..EventFilter::default()
         };
         assert!(old.only_time() && !old.is_empty() && !by_user.only_time());
-        let total = store.erase_matching(&old, |_| {}).unwrap();
+        let total = store.erase_matching(&old, "retention", |_| {}).unwrap();
         assert_eq!(total.events, 200, "u1's 200 of the first 300");
         assert_eq!(store.count(), 200);
         let first = store.scan(&EventFilter::default()).next().unwrap().unwrap();
@@ -1249,7 +1249,7 @@ fn erasing_while_events_arrive_and_complete_keeps_every_tree_and_count_consisten
                 if ids.is_empty() {
                     std::thread::yield_now();
                 } else {
-                    assert!(store.erase(ids).unwrap().iter().all(|e| e.erased));
+                    assert!(store.erase(ids, "ops").unwrap().iter().all(|e| e.erased));
                 }
             }
         });

@@ -456,7 +456,8 @@ pub async fn erase_one(
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, &[Role::Admin])?;
     let store = state.store.clone();
-    let done = blocking(move || Ok(store.erase(vec![id])?)).await?;
+    let actor = caller.name.clone();
+    let done = blocking(move || Ok(store.erase(vec![id], &actor)?)).await?;
     let Some(e) = done.into_iter().next() else {
         return Err(ApiError::internal("the store answered no erasure"));
     };
@@ -496,8 +497,9 @@ pub async fn erase_matching(
     let store = state.store.clone();
     let what = serde_json::to_string(&filter).unwrap_or_default();
     let counter = erased_counter("request");
+    let actor = caller.name.clone();
     let total = blocking(move || {
-        Ok(store.erase_matching(&filter, |chunk| counter.increment(chunk.events))?)
+        Ok(store.erase_matching(&filter, &actor, |chunk| counter.increment(chunk.events))?)
     })
     .await?;
     tracing::info!(actor = %caller.name, filter = %what, events = total.events, queue_items = total.queue_items, "erased events");

@@ -348,7 +348,7 @@ fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
             "leased", "released", "done", "partial", "open", "nope", "open",
         ];
         let erased = store
-            .erase(ids.iter().map(|s| s.to_string()).collect())
+            .erase(ids.iter().map(|s| s.to_string()).collect(), "ops")
             .unwrap();
         let got: Vec<(&str, bool, u64)> = erased
             .iter()
@@ -373,6 +373,22 @@ fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
             store.review(review("q", &leased, "alice", Verdict::Approve, now), 1),
             Err(StoreError::NoSuchItem { .. })
         ));
+        // The trail says who took each item away.
+        for item in [&leased, &released, &done, &partial] {
+            let trail = store.queue_audit(Some("q"), Some(item), 100).unwrap();
+            let last = trail.last().unwrap();
+            assert_eq!(
+                (last.action, last.actor.as_str()),
+                (AuditAction::Erased, "ops")
+            );
+        }
+        let erased = store
+            .queue_audit(Some("q"), None, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.action == AuditAction::Erased)
+            .count();
+        assert_eq!(erased, 5, "one per item, none for the unknown id");
         let left: Vec<String> = store
             .queue_entries("q", None, 100, now)
             .unwrap()
