@@ -81,7 +81,8 @@ impl From<flywheel_store::StoreError> for ApiError {
         match &e {
             E::Busy => Self::unavailable("too many writes are waiting for the disk; retry shortly")
                 .retry_after(1),
-            E::NoSuchItem { .. } => Self::not_found(e.to_string()),
+            // E.g. an event erased while `?wait=true` was deciding it.
+            E::NoSuchItem { .. } | E::NotFound { .. } => Self::not_found(e.to_string()),
             E::InvalidName { .. } => Self::bad_request("invalid_name", e.to_string()),
             E::NotClaimed { .. } => conflict("not_claimed"),
             E::LeaseExpired { .. } => conflict("lease_expired"),
@@ -198,6 +199,7 @@ mod tests {
             (E::LeaseExpired { item: item() }, 409, "lease_expired"),
             (E::ItemDone { item: item() }, 409, "item_done"),
             (E::InvalidName { name: "".into() }, 400, "invalid_name"),
+            (E::NotFound { id: "e".into() }, 404, "not_found"),
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);
