@@ -379,8 +379,9 @@ impl Store {
         let t = self.trees();
         for (scanned, entry) in t.log.range(filter.range(before)).rev().enumerate() {
             let (key, id) = entry?;
-            let record = load(t, &id)?;
-            if filter.matches(&record) {
+            if let Some(record) = load(t, &key, &id)?
+                && filter.matches(&record)
+            {
                 events.push(record);
             }
             // Full, or the scan's share of work is spent (a narrow filter over a big store
@@ -437,10 +438,11 @@ impl Iterator for Scan {
         for entry in self.keys.by_ref() {
             match entry
                 .map_err(StoreError::from)
-                .and_then(|(_, id)| load(&self.trees, &id))
+                .and_then(|(key, id)| load(&self.trees, &key, &id))
             {
-                Ok(r) if !self.filter.matches(&r) => continue,
-                Ok(r) => return Some(Ok(r)),
+                Ok(None) => continue,
+                Ok(Some(r)) if !self.filter.matches(&r) => continue,
+                Ok(Some(r)) => return Some(Ok(r)),
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
@@ -452,11 +454,14 @@ impl Iterator for Scan {
     }
 }
 
-/// The event a `log` entry names; a dangling entry means the trees disagree.
-fn load(trees: &Trees, id: &[u8]) -> Result<EventRecord> {
+/// The event the `log` entry `key` names; `None` if it was erased since the entry was
+/// read (both go in one transaction, so an entry still there names a missing event only
+/// if the trees disagree).
+fn load(trees: &Trees, key: &[u8], id: &[u8]) -> Result<Option<EventRecord>> {
     let id = codec::decode_str("log id", id)?;
     match trees.events.get(&id)? {
-        Some(v) => record(trees, &id, &v),
+        Some(v) => record(trees, &id, &v).map(Some),
+        None if !trees.log.contains_key(key)? => Ok(None),
         None => Err(StoreError::corrupt(format!(
             "time index names missing event {id:?}"
         ))),

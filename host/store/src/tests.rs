@@ -1237,6 +1237,16 @@ fn erasing_while_events_arrive_and_complete_keeps_every_tree_and_count_consisten
             }
         });
         s.spawn(|| {
+            // Readers never see an event half erased, nor take an erased one for damage.
+            while stored.load(SeqCst) < n {
+                let all = EventFilter::default();
+                store.list(&all, None, 500).unwrap();
+                for record in store.scan(&all) {
+                    record.unwrap();
+                }
+            }
+        });
+        s.spawn(|| {
             // Every third event, as soon as it is stored.
             let mut next = 0;
             while next < n {
