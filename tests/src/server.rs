@@ -117,6 +117,22 @@ pub fn stage(dir: &Path, plugins: &[StagedPlugin]) {
     }
 }
 
+/// A token for each role, for tests of who may do what.
+pub mod tokens {
+    pub const INGEST: &str = "ingest-token-0123456789ab";
+    pub const REVIEWER: &str = "reviewer-token-0123456789";
+    pub const ADMIN: &str = "admin-token-0123456789abc";
+
+    /// Config that declares them, named `app` (ingest), `rita` (reviewer) and `ops` (admin).
+    pub fn config() -> String {
+        format!(
+            "[[tokens]]\nname = \"app\"\nrole = \"ingest\"\ntoken = \"{INGEST}\"\n\
+             [[tokens]]\nname = \"rita\"\nrole = \"reviewer\"\ntoken = \"{REVIEWER}\"\n\
+             [[tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
+        )
+    }
+}
+
 /// How to start a server.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -140,8 +156,14 @@ pub struct Server {
 impl Server {
     /// Start with the five example plugins (QA sampling off, so routes are exact).
     pub fn with_examples() -> Self {
+        Self::with_examples_and("")
+    }
+
+    /// [`Server::with_examples`], with this extra config.
+    pub fn with_examples_and(config: &str) -> Self {
         Self::start(Options {
             plugins: examples_without_sampling(),
+            config: config.into(),
             ..Options::default()
         })
     }

@@ -5,20 +5,9 @@
 use std::time::{Duration, Instant};
 
 use flywheel_tests::fixtures;
+use flywheel_tests::server::tokens::{self, ADMIN, INGEST, REVIEWER};
 use flywheel_tests::server::{Options, Server, examples_without_sampling, flywheel_bin};
 use serde_json::{Value, json};
-
-const REVIEWER: &str = "reviewer-token-0123456789";
-const INGEST: &str = "ingest-token-0123456789ab";
-const ADMIN: &str = "admin-token-0123456789abc";
-
-fn start(config: &str) -> Server {
-    Server::start(Options {
-        plugins: examples_without_sampling(),
-        config: config.into(),
-        ..Options::default()
-    })
-}
 
 /// An answer the example router sends to the `labeling` queue, from `user`.
 fn ungrounded(id: &str, user: &str) -> Value {
@@ -54,12 +43,7 @@ fn metric(server: &Server, line_start: &str) -> f64 {
 
 #[test]
 fn admins_erase_events_by_id_or_by_user_with_their_queue_items() {
-    let config = format!(
-        "[[tokens]]\nname = \"app\"\nrole = \"ingest\"\ntoken = \"{INGEST}\"\n\
-         [[tokens]]\nname = \"rita\"\nrole = \"reviewer\"\ntoken = \"{REVIEWER}\"\n\
-         [[tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
-    );
-    let server = start(&config).with_token(ADMIN);
+    let server = Server::with_examples_and(&tokens::config()).with_token(ADMIN);
     let events: Vec<Value> = (0..3)
         .map(|i| ungrounded(&format!("forget-{i}"), "u-forget"))
         .chain((0..2).map(|i| ungrounded(&format!("keep-{i}"), "u-keep")))
@@ -206,7 +190,8 @@ fn admins_erase_events_by_id_or_by_user_with_their_queue_items() {
 #[test]
 fn retention_erases_old_events_on_its_own() {
     // 0.0001 days is 8.64 s; sweeps every second.
-    let server = start("[retention]\nmax-age-days = 0.0001\nsweep-interval-secs = 1\n");
+    let server =
+        Server::with_examples_and("[retention]\nmax-age-days = 0.0001\nsweep-interval-secs = 1\n");
     let (status, body) = server.post("/v1/events?wait=true", &ungrounded("old", "u1"));
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(60);

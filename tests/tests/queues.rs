@@ -6,20 +6,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flywheel_tests::fixtures;
-use flywheel_tests::server::{Options, Server, examples_without_sampling};
+use flywheel_tests::server::Server;
+use flywheel_tests::server::tokens::{self, ADMIN, INGEST, REVIEWER};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const REVIEWER: &str = "reviewer-token-0123456789";
-const INGEST: &str = "ingest-token-0123456789ab";
-const ADMIN: &str = "admin-token-0123456789abc";
-
 fn start(config: &str) -> Server {
-    Server::start(Options {
-        plugins: examples_without_sampling(),
-        config: config.into(),
-        ..Options::default()
-    })
+    Server::with_examples_and(config)
 }
 
 /// Submits `n` answers that the example router sends to the `labeling` queue and waits
@@ -416,12 +409,7 @@ fn release_and_bad_requests() {
 
 #[test]
 fn only_reviewers_and_admins_work_queues_and_the_token_names_the_reviewer() {
-    let config = format!(
-        "[[tokens]]\nname = \"app\"\nrole = \"ingest\"\ntoken = \"{INGEST}\"\n\
-         [[tokens]]\nname = \"rita\"\nrole = \"reviewer\"\ntoken = \"{REVIEWER}\"\n\
-         [[tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
-    );
-    let server = start(&config).with_token(ADMIN);
+    let server = start(&tokens::config()).with_token(ADMIN);
     label_n(&server, 2);
     let path = "/v1/queues/labeling/claim";
     let none = server.client.post(server.url(path)).send().expect("POST");

@@ -54,6 +54,17 @@ pub struct RunArgs {
     prompt: Option<PathBuf>,
 }
 
+/// The store in a stopped server's data directory.
+fn open_store(data: &Path) -> Result<flywheel_store::Store> {
+    flywheel_store::Store::open(&data.join("store"), flywheel_store::StoreOptions::default())
+        .with_context(|| {
+            format!(
+                "opening the store in {} (is a server running on it?)",
+                data.display()
+            )
+        })
+}
+
 /// Which stored events a command reads: shared by `replay`, `export` and `erase`.
 #[derive(Debug, clap::Args)]
 pub struct SelectArgs {
@@ -98,16 +109,7 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let store = flywheel_store::Store::open(
-        &args.data.join("store"),
-        flywheel_store::StoreOptions::default(),
-    )
-    .with_context(|| {
-        format!(
-            "opening the store in {} (is a server running on it?)",
-            args.data.display()
-        )
-    })?;
+    let store = open_store(&args.data)?;
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(args.data.join("cache")),
         ..RuntimeOptions::default()
@@ -211,16 +213,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         summary: Some(false),
     };
     let (filter, options) = query.options(kind).map_err(anyhow::Error::msg)?;
-    let store = flywheel_store::Store::open(
-        &args.data.join("store"),
-        flywheel_store::StoreOptions::default(),
-    )
-    .with_context(|| {
-        format!(
-            "opening the store in {} (is a server running on it?)",
-            args.data.display()
-        )
-    })?;
+    let store = open_store(&args.data)?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -484,16 +477,7 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
              (erasing every event is not done by accident)"
         );
     }
-    let store = flywheel_store::Store::open(
-        &args.data.join("store"),
-        flywheel_store::StoreOptions::default(),
-    )
-    .with_context(|| {
-        format!(
-            "opening the store in {} (is a server running on it?)",
-            args.data.display()
-        )
-    })?;
+    let store = open_store(&args.data)?;
     let mut total = flywheel_store::Erased::default();
     let missing: Vec<String> = if args.ids.is_empty() {
         Vec::new()
