@@ -478,21 +478,15 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
         );
     }
     let store = open_store(&args.data)?;
-    let mut total = flywheel_store::Erased::default();
-    let missing: Vec<String> = if args.ids.is_empty() {
-        Vec::new()
-    } else {
-        let done = store.erase(args.ids, CLI_ACTOR)?;
-        total.add(&done);
-        done.into_iter()
-            .filter(|e| !e.erased)
-            .map(|e| e.id)
-            .collect()
-    };
+    let done = store.erase(args.ids, CLI_ACTOR)?;
+    let mut total = flywheel_store::Erased::of(&done);
+    let missing: Vec<String> = done
+        .into_iter()
+        .filter(|e| !e.erased)
+        .map(|e| e.id)
+        .collect();
     if !filter.is_empty() {
-        let more = store.erase_matching(&filter, CLI_ACTOR, |_| {})?;
-        total.events += more.events;
-        total.queue_items += more.queue_items;
+        total += store.erase_matching(&filter, CLI_ACTOR, |_| {})?;
     }
     store.flush()?;
     println!(

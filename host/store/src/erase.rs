@@ -51,12 +51,21 @@ pub struct Erased {
 }
 
 impl Erased {
-    /// Counts in what erasing some ids did.
-    pub fn add(&mut self, done: &[Erasure]) {
+    /// The totals of what erasing some ids did.
+    pub fn of(done: &[Erasure]) -> Self {
+        let mut total = Erased::default();
         for e in done.iter().filter(|e| e.erased) {
-            self.events += 1;
-            self.queue_items += e.queue_items;
+            total.events += 1;
+            total.queue_items += e.queue_items;
         }
+        total
+    }
+}
+
+impl std::ops::AddAssign for Erased {
+    fn add_assign(&mut self, more: Erased) {
+        self.events += more.events;
+        self.queue_items += more.queue_items;
     }
 }
 
@@ -100,10 +109,8 @@ impl Store {
         let mut total = Erased::default();
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut flush = |chunk: &mut Vec<String>, total: &mut Erased| -> Result<()> {
-            let mut now = Erased::default();
-            now.add(&self.erase(std::mem::take(chunk), actor)?);
-            total.events += now.events;
-            total.queue_items += now.queue_items;
+            let now = Erased::of(&self.erase(std::mem::take(chunk), actor)?);
+            *total += now;
             progress(now);
             Ok(())
         };
@@ -268,7 +275,7 @@ impl Committer {
             |(events, log, counters, outcomes, open, depth, done, states, leases, audit)| {
                 let abort = ConflictableTransactionError::Abort;
                 let mut results = Vec::with_capacity(targets.len());
-                let (mut erased, mut unprocessed) = (0u64, 0u64);
+                let (mut erased, mut erased_outcomes) = (0u64, 0u64);
                 // Per queue: open items removed from its depth, done items from its count.
                 let mut counts: HashMap<&str, (u64, u64)> = HashMap::new();
                 for (target, audit_keys) in targets.iter().zip(&audit_keys) {
@@ -291,7 +298,7 @@ impl Committer {
                     }
                     erased += 1;
                     if outcomes.remove(target.id)?.is_some() {
-                        unprocessed += 1;
+                        erased_outcomes += 1;
                     }
                     let mut removed = 0u64;
                     for (item, audit_key) in target.items.iter().zip(audit_keys) {
@@ -335,20 +342,18 @@ impl Committer {
                 }
                 for (name, (pending, finished)) in counts {
                     for (tree, n) in [(depth, pending), (done, finished)] {
-                        if n == 0 {
-                            continue;
+                        if n > 0 {
+                            queue::add_u64(tree, name, -i64::try_from(n).unwrap_or(i64::MAX))?;
                         }
-                        let before = match tree.get(name)? {
-                            Some(v) => codec::decode_u64("queue counter", &v).map_err(abort)?,
-                            None => 0,
-                        };
-                        tree.insert(name, &before.saturating_sub(n).to_be_bytes())?;
                     }
                 }
                 let mut left = [0u64; 2];
-                for (slot, (key, n)) in [(EVENTS_COUNTER, erased), (PROCESSED_COUNTER, unprocessed)]
-                    .into_iter()
-                    .enumerate()
+                for (slot, (key, n)) in [
+                    (EVENTS_COUNTER, erased),
+                    (PROCESSED_COUNTER, erased_outcomes),
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     let before = match counters.get(key)? {
                         Some(v) => codec::decode_u64("event counter", &v).map_err(abort)?,

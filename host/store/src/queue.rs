@@ -215,7 +215,7 @@ fn read_u64(tree: &TransactionalTree, key: &str) -> TxResult<u64> {
     }
 }
 
-fn add_u64(tree: &TransactionalTree, key: &str, delta: i64) -> TxResult<()> {
+pub(crate) fn add_u64(tree: &TransactionalTree, key: &str, delta: i64) -> TxResult<()> {
     let n = read_u64(tree, key)?.saturating_add_signed(delta);
     tree.insert(key, &n.to_be_bytes())?;
     Ok(())
