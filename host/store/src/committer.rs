@@ -172,6 +172,22 @@ impl Store {
         self.send(Request::Append { events, reply }, block);
     }
 
+    /// Sends the request `make` builds around a reply, and waits for that reply: the
+    /// blocking form of the committer's requests that answer with one result.
+    pub(crate) fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Box<dyn FnOnce(Result<T>) + Send>) -> Request,
+    ) -> Result<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(
+            make(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+            true,
+        );
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
     /// Queue `request` for the committer (`block`: wait for room), or refuse it.
     pub(crate) fn send(&self, request: Request, block: bool) {
         let Some(sender) = &self.inner.requests else {

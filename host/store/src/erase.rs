@@ -82,18 +82,11 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(
-            Request::Erase {
-                ids,
-                actor: actor.to_owned(),
-                reply: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-            true,
-        );
-        rx.recv().map_err(|_| StoreError::Closed)?
+        self.ask(|reply| Request::Erase {
+            ids,
+            actor: actor.to_owned(),
+            reply,
+        })
     }
 
     /// Erases every event `filter` matches, oldest first, a chunk at a time; `progress`

@@ -242,17 +242,10 @@ impl Store {
             .iter()
             .map(|(id, outcome)| self.prepare_outcome(id, outcome))
             .collect::<Result<Vec<_>>>()?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(
-            Request::Complete {
-                items: prepared,
-                reply: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-            true,
-        );
-        rx.recv().map_err(|_| StoreError::Closed)?
+        self.ask(|reply| Request::Complete {
+            items: prepared,
+            reply,
+        })
     }
 
     /// Records outcomes without waiting for them: they join the committer's next group
