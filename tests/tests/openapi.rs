@@ -290,4 +290,30 @@ fn real_answers_match_the_documented_schemas() {
         assert_eq!(status, 200, "{path}: {body}");
         spec.check("get", path, status, &body);
     }
+
+    // A backup: its summary header is a documented `BackupInfo`, its refusals errors.
+    let resp = server
+        .client
+        .get(server.url("/v1/backup"))
+        .bearer_auth(ADMIN)
+        .send()
+        .expect("GET /v1/backup");
+    assert_eq!(resp.status().as_u16(), 200);
+    spec.response_schema("get", "/v1/backup", 200);
+    let summary: Value = resp
+        .headers()
+        .get("x-flywheel-backup")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| serde_json::from_str(v).ok())
+        .expect("X-Flywheel-Backup");
+    let mut schema = json!({"$ref": "#/components/schemas/BackupInfo"});
+    schema["components"] = spec.doc["components"].clone();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .expect("the BackupInfo schema compiles");
+    assert!(validator.is_valid(&summary), "{summary}");
+    let (status, body) = server.get_as("/v1/backup", Some(REVIEWER));
+    assert_eq!(status, 403, "{body}");
+    spec.check("get", "/v1/backup", status, &body);
 }

@@ -495,3 +495,72 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `flywheel backup` options.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Data directory of a (stopped) server. For a running server, use
+    /// `GET /v1/backup` instead.
+    #[arg(long, default_value = "flywheel-data")]
+    data: PathBuf,
+    /// Where to write the backup (`-`: standard output).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+pub fn backup(args: BackupArgs) -> Result<ExitCode> {
+    let store = open_store(&args.data)?;
+    if args.out.as_os_str() == "-" {
+        let info = store.backup(std::io::stdout().lock())?;
+        eprintln!("{}", serde_json::to_string(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Into a temporary file beside it, renamed when whole: a failed backup never leaves
+    // a file that looks like one.
+    let dir = match args.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let info = store.backup(file.as_file())?;
+    file.as_file().sync_all().context("syncing the backup")?;
+    file.persist(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", serde_json::to_string(&info)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flywheel restore` options.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup (from `GET /v1/backup` or `flywheel backup`; `-`: standard input).
+    file: PathBuf,
+    /// A new data directory to restore into; it must not hold a store yet.
+    #[arg(long, required_unless_present = "check")]
+    data: Option<PathBuf>,
+    /// Only read the backup through and check it (framing, totals, checksum).
+    #[arg(long, conflicts_with = "data")]
+    check: bool,
+}
+
+pub fn restore(args: RestoreArgs) -> Result<ExitCode> {
+    let input: Box<dyn std::io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?,
+        )
+    };
+    let info = match args.data {
+        Some(data) if !args.check => {
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("creating {}", data.display()))?;
+            flywheel_store::restore(input, &data.join("store"))?
+        }
+        _ => flywheel_store::read_backup(input)?,
+    };
+    println!("{}", serde_json::to_string(&info)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -37,6 +37,11 @@ enum Command {
     /// Erase events for good, with their outcomes, reviews and queue items, from a data
     /// directory (the server must not be running on it); as `DELETE /v1/events`.
     Erase(cli::EraseArgs),
+    /// Back up a stopped server's data directory into one file (a running server:
+    /// `GET /v1/backup`).
+    Backup(cli::BackupArgs),
+    /// Restore a backup into a new data directory, or check one with `--check`.
+    Restore(cli::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Command::Replay(a) => cli::replay(a),
         Command::Export(a) => cli::export(a),
         Command::Erase(a) => cli::erase(a),
+        Command::Backup(a) => cli::backup(a),
+        Command::Restore(a) => cli::restore(a),
         Command::Plugin(PluginCommand::Check { wasm, manifest }) => {
             cli::plugin_check(&wasm, manifest.as_deref())
         }

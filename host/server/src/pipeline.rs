@@ -368,9 +368,10 @@ pub struct PoolOptions {
     pub nice: i32,
 }
 
-/// Give the calling thread a lower scheduling priority (Linux: per-thread niceness).
-/// Best effort: where it is refused or unsupported, the worker runs at normal priority.
-fn lower_priority(nice: i32) {
+/// Give the calling thread a lower scheduling priority (Linux: per-thread niceness; the
+/// threads it starts inherit it). Best effort: where it is refused or unsupported, the
+/// thread runs at normal priority.
+pub(crate) fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }
@@ -378,7 +379,7 @@ fn lower_priority(nice: i32) {
     {
         let tid = rustix::thread::gettid();
         if let Err(e) = rustix::process::setpriority_process(Some(tid), nice.min(19)) {
-            tracing::warn!("could not lower the pipeline workers' priority: {e}");
+            tracing::warn!("could not lower a thread's priority: {e}");
         }
     }
 }

@@ -203,6 +203,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         prompts,
         _watcher: watcher,
         ready: std::sync::atomic::AtomicBool::new(false),
+        backup_running: std::sync::atomic::AtomicBool::new(false),
     }))
 }
 

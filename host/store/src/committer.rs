@@ -385,6 +385,7 @@ impl Committer {
             &t.queue,
             &t.queue_depth,
         );
+        let writing = t.writing();
         let (results, accepted, total, processed) = from_tx(trees.transaction(
             |(events, log, counters, outcomes, queue, depth)| {
                 let abort = ConflictableTransactionError::Abort;
@@ -470,6 +471,7 @@ impl Committer {
                 Ok((results, accepted, total, processed))
             },
         ))?;
+        drop(writing);
         let total_events: u64 = prepared.iter().map(|p| p.len() as u64).sum();
         let c = &self.counters;
         c.appended.fetch_add(accepted, Ordering::Relaxed);

@@ -264,6 +264,7 @@ impl Committer {
             &t.queue_leases,
             &t.queue_audit,
         );
+        let _writing = t.writing();
         let (results, events_left, processed_left) = from_tx(trees.transaction(
             |(events, log, counters, outcomes, open, depth, done, states, leases, audit)| {
                 let abort = ConflictableTransactionError::Abort;

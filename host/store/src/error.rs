@@ -54,6 +54,13 @@ pub enum StoreError {
     /// The item already has all the reviews it needs.
     #[error("item {item:?} is already done")]
     ItemDone { item: String },
+    /// A backup file cannot be restored (damaged, truncated, another format), or the
+    /// place to restore it into already holds a store.
+    #[error("cannot restore: {reason}")]
+    InvalidBackup { reason: String },
+    /// Reading or writing a file outside sled failed (a backup, a restore).
+    #[error("{what}: {message}")]
+    Io { what: &'static str, message: String },
 }
 
 impl StoreError {

@@ -218,6 +218,7 @@ impl Store {
             *mark = codec::decode_log_key(&k)?.saturating_add(1);
         }
         if *mark != before {
+            let _writing = t.writing();
             t.counters.insert(crate::WATERMARK, &mark.to_be_bytes())?;
         }
         Ok(*mark)

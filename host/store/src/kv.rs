@@ -46,6 +46,7 @@ impl Store {
     ) -> Result<(), KvError> {
         let k = full_key(plugin, key)?;
         let t = self.trees();
+        let _writing = t.writing();
         from_tx((&t.kv, &t.kv_usage).transaction(|(kv, usage)| {
             let abort = |e: KvError| ConflictableTransactionError::Abort(e);
             let used = read_usage(usage.get(plugin)?).map_err(|e| abort(e.into()))?;
@@ -64,6 +65,7 @@ impl Store {
     pub fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), KvError> {
         let k = full_key(plugin, key)?;
         let t = self.trees();
+        let _writing = t.writing();
         from_tx((&t.kv, &t.kv_usage).transaction(|(kv, usage)| {
             let Some(old) = kv.remove(k.as_slice())? else {
                 return Ok(());

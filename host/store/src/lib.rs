@@ -39,10 +39,15 @@
 //! items in `queue`, `queue_items` and `queue_leases`, and adjusts `counters`,
 //! `queue_depth` and `queue_done`, in one transaction; `queue_audit` keeps its entries.
 //!
+//! A backup (`backup`) copies every tree while the store is in use and writes again the
+//! keys that changed meanwhile; every write holds the store's write gate (shared) so
+//! that the backup's last round, under the gate, sees no write half done.
+//!
 //! All writes on the hot path go through one committer thread (`committer`): new
 //! events and the pipeline's outcomes share its group commit, one transaction and one
 //! flush per batch, because a sled transaction costs far more than the writes in it.
 
+mod backup;
 mod codec;
 mod committer;
 mod erase;
@@ -61,6 +66,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use backup::{BackupInfo, read_backup, restore};
 pub use committer::Appended;
 pub use erase::{Erased, Erasure};
 pub use error::{KvError, Result, StoreError};
@@ -148,6 +154,20 @@ pub(crate) struct Trees {
     kv: sled::Tree,
     kv_usage: sled::Tree,
     plugin_sets: Arc<plugin_sets::PluginSets>,
+    gate: WriteGate,
+}
+
+/// Every write to the store holds this shared for as long as it writes, and a backup
+/// holds it exclusively while it copies the trees: sled has no snapshots, and pausing
+/// writes is what makes a backup one point in time across all trees.
+pub(crate) type WriteGate = Arc<parking_lot::RwLock<()>>;
+
+impl Trees {
+    /// Held (shared) around a write; see [`WriteGate`]. Never take it twice on one
+    /// thread: a backup waiting for it would block the second take for ever.
+    pub(crate) fn writing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.gate.read()
+    }
 }
 
 const EVENTS_COUNTER: &[u8] = b"events";
@@ -185,6 +205,7 @@ impl Store {
             .cache_capacity(opts.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput);
         let db = open_db(&config, dir)?;
+        let gate = WriteGate::default();
         let trees = Trees {
             events: db.open_tree("events")?,
             outcomes: db.open_tree("outcomes")?,
@@ -198,7 +219,8 @@ impl Store {
             queue_audit: db.open_tree("queue_audit")?,
             kv: db.open_tree("kv")?,
             kv_usage: db.open_tree("kv_usage")?,
-            plugin_sets: Arc::new(plugin_sets::PluginSets::open(&db)?),
+            plugin_sets: Arc::new(plugin_sets::PluginSets::open(&db, gate.clone())?),
+            gate,
         };
         let counters = Arc::new(Counters::default());
         let stored = match trees.counters.get(EVENTS_COUNTER)? {

@@ -19,12 +19,14 @@ impl Store {
 
     /// Stores `value` under `key` in the named tree (not flushed; see [`Store::flush`]).
     pub fn meta_set(&self, tree: &str, key: &str, value: &[u8]) -> Result<()> {
+        let _writing = self.trees().writing();
         self.meta_tree(tree)?.insert(key, value)?;
         Ok(())
     }
 
     /// Removes `key`; returns whether it was there.
     pub fn meta_remove(&self, tree: &str, key: &str) -> Result<bool> {
+        let _writing = self.trees().writing();
         Ok(self.meta_tree(tree)?.remove(key)?.is_some())
     }
 

@@ -22,16 +22,18 @@ const RECENT: usize = 8;
 pub(crate) struct PluginSets {
     tree: sled::Tree,
     db: sled::Db,
+    gate: crate::WriteGate,
     by_id: RwLock<HashMap<u64, Arc<[PluginRef]>>>,
     /// Most recently used last.
     recent: Mutex<Vec<(Arc<[PluginRef]>, u64)>>,
 }
 
 impl PluginSets {
-    pub(crate) fn open(db: &sled::Db) -> Result<PluginSets> {
+    pub(crate) fn open(db: &sled::Db, gate: crate::WriteGate) -> Result<PluginSets> {
         Ok(PluginSets {
             tree: db.open_tree("plugin_sets")?,
             db: db.clone(),
+            gate,
             by_id: RwLock::default(),
             recent: Mutex::default(),
         })
@@ -89,6 +91,7 @@ impl PluginSets {
                 Some(existing) if existing == value.as_slice() => break,
                 Some(_) => id = id.wrapping_add(1),
                 None => {
+                    let _writing = self.gate.read();
                     self.tree.insert(id.to_be_bytes(), value.as_slice())?;
                     self.db.flush()?;
                     break;

@@ -317,6 +317,7 @@ impl Store {
             }
             let key = entry_key(queue, &item.id);
             let audit_keys = self.audit_keys(queue, now);
+            let _writing = t.writing();
             let claimed = from_tx(
                 (
                     &t.queue_items,
@@ -399,6 +400,7 @@ impl Store {
         let key = entry_key(queue, item_id);
         let audit_keys = self.audit_keys(queue, now);
         let t = self.trees();
+        let _writing = t.writing();
         let released = from_tx(
             (
                 &t.queue_items,
@@ -459,6 +461,7 @@ impl Store {
             &t.queue_audit,
             &t.events,
         );
+        let _writing = t.writing();
         let reviewed = from_tx(trees.transaction(
             |(items, index, depth, done, leases, audit, events)| {
                 let audit = Audit {

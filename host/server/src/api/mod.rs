@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 
 pub mod auth;
+pub mod backup;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -47,6 +48,9 @@ pub struct AppState {
     pub _watcher: Option<notify::RecommendedWatcher>,
     /// Set once start-up (store open, plugins loaded, workers started) is done.
     pub ready: AtomicBool,
+    /// Set while `GET /v1/backup` takes a copy: one at a time (each watches every write
+    /// and pauses writes at its end).
+    pub backup_running: AtomicBool,
 }
 
 /// The whole API as an axum router, so tests can serve it on an ephemeral port.
@@ -68,6 +72,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(events::get_one).delete(events::erase_one),
         )
         .merge(queues::routes())
+        .merge(backup::routes())
         .merge(stats::routes())
         .merge(console::routes())
         .merge(plugins::routes())
