@@ -143,6 +143,17 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
 }
 
+impl Options {
+    /// The five examples (QA sampling off) on this data directory, to restart on it.
+    pub fn examples_in(data_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            plugins: examples_without_sampling(),
+            data_dir: Some(data_dir.into()),
+            ..Options::default()
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     child: Option<Child>,
@@ -305,6 +316,14 @@ impl Server {
             .send()
             .expect("DELETE");
         split(resp)
+    }
+
+    /// GET with this token (else the server's), the response as it came: for bodies
+    /// that are not JSON and for headers.
+    pub fn get_response(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
+        self.auth(self.client.get(self.url(path)), token)
+            .send()
+            .expect("GET")
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {

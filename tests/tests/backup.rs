@@ -92,12 +92,7 @@ fn a_backup_of_a_running_server_restores_into_a_new_one_as_it_was() {
         assert_eq!(code, 403, "{err}");
     }
 
-    let resp = server
-        .client
-        .get(server.url("/v1/backup"))
-        .bearer_auth(ADMIN)
-        .send()
-        .expect("GET /v1/backup");
+    let resp = server.get_response("/v1/backup", Some(ADMIN));
     assert_eq!(resp.status().as_u16(), 200);
     let header = |name: &str| {
         resp.headers()
@@ -181,11 +176,7 @@ fn a_backup_of_a_running_server_restores_into_a_new_one_as_it_was() {
 #[test]
 fn the_cli_backs_up_a_stopped_server_and_refuses_a_damaged_file() {
     let data = tempfile::tempdir().expect("tempdir");
-    let options = Options {
-        plugins: examples_without_sampling(),
-        data_dir: Some(data.path().to_path_buf()),
-        ..Options::default()
-    };
+    let options = Options::examples_in(data.path());
     let mut server = Server::start(options);
     let events: Vec<Value> = (0..4).map(|i| ungrounded(&format!("c-{i}"))).collect();
     let (status, body) = server.post("/v1/events?wait=true", &json!({"events": events}));
@@ -219,11 +210,7 @@ fn the_cli_backs_up_a_stopped_server_and_refuses_a_damaged_file() {
 
     let (ok, _, stderr) = flywheel(&["restore", "--data"], &[&into, &file]);
     assert!(ok, "{stderr}");
-    let restored = Server::start(Options {
-        plugins: examples_without_sampling(),
-        data_dir: Some(into),
-        ..Options::default()
-    });
+    let restored = Server::start(Options::examples_in(into));
     let (_, ready) = restored.get("/readyz");
     assert_eq!(ready["events"], 4, "{ready}");
     let record = restored.wait_processed("c-2");

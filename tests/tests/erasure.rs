@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use flywheel_tests::fixtures;
 use flywheel_tests::server::tokens::{self, ADMIN, INGEST, REVIEWER};
-use flywheel_tests::server::{Options, Server, examples_without_sampling, flywheel_bin};
+use flywheel_tests::server::{Options, Server, flywheel_bin};
 use serde_json::{Value, json};
 
 /// An answer the example router sends to the `labeling` queue, from `user`.
@@ -214,11 +214,7 @@ fn retention_erases_old_events_on_its_own() {
 #[test]
 fn the_cli_erases_from_a_stopped_servers_data() {
     let data = tempfile::tempdir().expect("tempdir");
-    let options = Options {
-        plugins: examples_without_sampling(),
-        data_dir: Some(data.path().to_path_buf()),
-        ..Options::default()
-    };
+    let options = Options::examples_in(data.path());
     let mut server = Server::start(options.clone());
     let events = json!({"events": [
         ungrounded("a", "u-x"), ungrounded("b", "u-x"), ungrounded("c", "u-y"), ungrounded("d", "u-y"),

@@ -432,11 +432,7 @@ fn dropping_files_in_the_plugin_directory_hot_loads_them() {
 #[test]
 fn the_registry_survives_a_restart() {
     let data = tempfile::tempdir().expect("tmp");
-    let options = Options {
-        plugins: examples_without_sampling(),
-        data_dir: Some(data.path().to_path_buf()),
-        ..Options::default()
-    };
+    let options = Options::examples_in(data.path());
     let mut server = Server::start(options.clone());
     let (status, body) = put_wasm(
         &server,
@@ -564,11 +560,7 @@ fn swapping_versions_under_load_fails_no_request() {
 #[test]
 fn replay_reports_exact_changes_over_a_known_corpus() {
     let data = tempfile::tempdir().expect("tmp");
-    let mut server = Server::start(Options {
-        plugins: examples_without_sampling(),
-        data_dir: Some(data.path().to_path_buf()),
-        ..Options::default()
-    });
+    let mut server = Server::start(Options::examples_in(data.path()));
     let mut events = Vec::new();
     for (fixture, n) in [
         ("event_thumbs_up_grounded", 10),

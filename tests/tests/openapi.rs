@@ -292,12 +292,7 @@ fn real_answers_match_the_documented_schemas() {
     }
 
     // A backup: its summary header is a documented `BackupInfo`, its refusals errors.
-    let resp = server
-        .client
-        .get(server.url("/v1/backup"))
-        .bearer_auth(ADMIN)
-        .send()
-        .expect("GET /v1/backup");
+    let resp = server.get_response("/v1/backup", Some(ADMIN));
     assert_eq!(resp.status().as_u16(), 200);
     spec.response_schema("get", "/v1/backup", 200);
     let summary: Value = resp
