@@ -554,12 +554,13 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode> {
         )
     };
     let info = match args.data {
-        Some(data) if !args.check => {
+        // `--check` and `--data` exclude each other.
+        Some(data) => {
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("creating {}", data.display()))?;
             flywheel_store::restore(input, &data.join("store"))?
         }
-        _ => flywheel_store::read_backup(input)?,
+        None => flywheel_store::read_backup(input)?,
     };
     println!("{}", serde_json::to_string(&info)?);
     Ok(ExitCode::SUCCESS)

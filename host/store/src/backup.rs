@@ -329,7 +329,7 @@ impl Watch {
 /// Reads a whole backup and checks it (format, framing, totals and hash) without
 /// writing anything: what `flywheel restore --check` reports.
 pub fn read_backup(input: impl Read) -> Result<BackupInfo> {
-    read(input, |_| Ok(()), |_, _| Ok(()))
+    read(input, |_| Ok(()))
 }
 
 /// Restores a backup into `dir`, which must not hold a store yet, and returns what it
@@ -381,52 +381,52 @@ fn restore_into(input: impl Read, staging: &Path) -> Result<BackupInfo> {
         .path(staging)
         .mode(sled::Mode::HighThroughput)
         .open()?;
-    let tree = std::cell::RefCell::new(None::<sled::Tree>);
-    let batch = std::cell::RefCell::new((sled::Batch::default(), 0_usize));
-    let flush = || -> Result<()> {
-        let (b, n) = &mut *batch.borrow_mut();
-        if *n > 0 {
-            if let Some(t) = tree.borrow().as_ref() {
-                t.apply_batch(std::mem::take(b))?;
+    // The tree being restored, and its writes not applied yet.
+    let mut tree: Option<sled::Tree> = None;
+    let (mut batch, mut pending) = (sled::Batch::default(), 0_usize);
+    let info = read(input, |record| {
+        match record {
+            Record::Tree(name) => {
+                if let Some(t) = &tree {
+                    t.apply_batch(std::mem::take(&mut batch))?;
+                }
+                pending = 0;
+                tree = Some(db.open_tree(name)?);
             }
-            *n = 0;
+            Record::Entry(key, value) => {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+                pending += 1;
+                if pending >= RESTORE_BATCH
+                    && let Some(t) = &tree
+                {
+                    t.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
         }
         Ok(())
-    };
-    let info = read(
-        input,
-        |name| {
-            flush()?;
-            *tree.borrow_mut() = Some(db.open_tree(name)?);
-            Ok(())
-        },
-        |key, value| {
-            {
-                let (b, n) = &mut *batch.borrow_mut();
-                match value {
-                    Some(value) => b.insert(key, value),
-                    None => b.remove(key),
-                }
-                *n += 1;
-            }
-            if batch.borrow().1 >= RESTORE_BATCH {
-                flush()?;
-            }
-            Ok(())
-        },
-    )?;
-    flush()?;
+    })?;
+    if let Some(t) = &tree {
+        t.apply_batch(batch)?;
+    }
     db.flush()?;
     Ok(info)
 }
 
-/// Parses a backup, handing each tree name and entry on; errors on anything but a
-/// whole, undamaged file of a format this code reads.
-fn read(
-    input: impl Read,
-    mut on_tree: impl FnMut(&[u8]) -> Result<()>,
-    mut on_entry: impl FnMut(&[u8], Option<&[u8]>) -> Result<()>,
-) -> Result<BackupInfo> {
+/// One record of a backup, as [`read`] hands it on.
+enum Record<'a> {
+    /// The records that follow are for this tree.
+    Tree(&'a [u8]),
+    /// Set a key (`Some`) or remove it (`None`).
+    Entry(&'a [u8], Option<&'a [u8]>),
+}
+
+/// Parses a backup, handing each record on; errors on anything but a whole, undamaged
+/// file of a format this code reads.
+fn read(input: impl Read, mut on: impl FnMut(Record<'_>) -> Result<()>) -> Result<BackupInfo> {
     let mut r = Reading::new(BufReader::with_capacity(1 << 20, input));
     let mut magic = [0; 16];
     r.exact(&mut magic)?;
@@ -445,19 +445,19 @@ fn read(
         match r.u8()? {
             TREE => {
                 let name = r.len_prefixed()?;
-                on_tree(&name)?;
-                // A name comes again for the second pass's records.
+                on(Record::Tree(&name))?;
+                // A name comes again for each round's records.
                 trees.insert(name);
                 in_tree = true;
             }
             ENTRY if in_tree => {
                 let key = r.len_prefixed()?;
                 let value = r.len_prefixed()?;
-                on_entry(&key, Some(&value))?;
+                on(Record::Entry(&key, Some(&value)))?;
                 entries += 1;
             }
             REMOVAL if in_tree => {
-                on_entry(&r.len_prefixed()?, None)?;
+                on(Record::Entry(&r.len_prefixed()?, None))?;
                 entries += 1;
             }
             END => break,

@@ -7,6 +7,7 @@ use flywheel_model::{Event, Feedback, Outcome, Review, Thumb, Verdict, now_ms};
 use serde_json::json;
 use tempfile::TempDir;
 
+use super::RESTORE_BATCH;
 use crate::{BackupInfo, Completion, Store, StoreError, StoreOptions, read_backup, restore};
 
 fn event(id: &str) -> Event {
@@ -113,6 +114,12 @@ fn seeded(dir: &TempDir) -> Store {
 fn a_restored_backup_holds_every_tree_exactly() {
     let dir = TempDir::new().unwrap();
     let store = seeded(&dir);
+    // More entries in one tree than a restore applies in one batch.
+    for i in 0..(RESTORE_BATCH + 10) {
+        store
+            .kv_set("bulk", &format!("k{i}"), b"v", u64::MAX)
+            .unwrap();
+    }
     let mut file = Vec::new();
     let info = store.backup(&mut file).unwrap();
     assert_eq!((info.events, info.processed), (20, 15));
