@@ -500,8 +500,10 @@ impl<T> RawOutcome<'_, T> {
 }
 
 fn deadline_ticks(timeout: Duration) -> u64 {
-    // +1: the current tick may be almost over, so a deadline is never early.
-    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+    // Rounded up to whole ticks, +1: the current tick may be almost over, so a deadline
+    // is never early.
+    let ticks = timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// Turn a wasmtime error into a class a person can act on.
@@ -635,4 +637,27 @@ fn check_route(route: Route) -> Result<Route, String> {
         }
     }
     Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline is never early, and the earliest it can fire is less than a tick past
+    /// the timeout, whatever the timeout's relation to the tick.
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        let tick = EPOCH_TICK.as_micros();
+        for ms in [1u64, 2, 4, 5, 6, 7, 50, 99, 100, 101, 500, 60_000] {
+            let timeout = Duration::from_millis(ms).as_micros();
+            // The epoch may advance just after the deadline is set: the call then has
+            // one tick less than the deadline's count.
+            let shortest = u128::from(deadline_ticks(Duration::from_millis(ms)) - 1) * tick;
+            assert!(shortest >= timeout, "{ms} ms: stopped after {shortest} µs");
+            assert!(
+                shortest < timeout + tick,
+                "{ms} ms: may run {shortest} µs, over a tick past its timeout"
+            );
+        }
+    }
 }
