@@ -622,7 +622,7 @@ fn worker(shared: &Arc<Shared>, rx: &Receiver<Job>) {
     }
 }
 
-/// Hand a batch of decided events to the store. Once their outcomes are durable (on the
+/// Hand a batch of decided events to the store. Once their outcomes are written (on the
 /// store's committer thread), they are counted and released from the workers' hands;
 /// one the store refused is logged and stays pending for the sweeper. The events and
 /// outcomes stay on this thread (and are freed here): the reply gets only what it needs.

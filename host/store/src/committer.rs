@@ -2,7 +2,9 @@
 //! (appends of new events, and the pipeline's outcomes for processed ones), writes it in
 //! one transaction, flushes once (durable mode) and then replies to each request. It
 //! owns event insertion, outcome recording and erasure (`erase.rs`, in a transaction of
-//! its own after the batch's); it must never reply before its flush.
+//! its own after the batch's); it must never reply to an append or an erasure before
+//! its flush. A batch of nothing but the pipeline's outcomes is not flushed: they
+//! become durable with the next flush (see [`Store::complete_with`]).
 //!
 //! Outcomes ride on the same group commit as appends because a sled transaction of its
 //! own cost far more than the writes in it (each one rolls sled's log buffer): recording
@@ -59,6 +61,9 @@ pub(crate) enum Request {
     },
     Complete {
         items: Vec<PreparedOutcome>,
+        /// Reply only once the outcomes are on disk. Without it they are made durable by
+        /// the next flush (see [`Store::complete_with`]).
+        durable: bool,
         reply: CompleteReply,
     },
     /// Erase these events (see `erase.rs`): the committer does it because it is the one
@@ -79,6 +84,22 @@ impl Request {
             Request::Append { events, .. } => events.len(),
             Request::Complete { items, .. } => items.len(),
             Request::Erase { ids, .. } => ids.len(),
+        }
+    }
+
+    /// Whether the request may wait for company: the pipeline's outcomes, which nobody
+    /// waits on (see [`Gather::hold`]).
+    fn can_wait(&self) -> bool {
+        matches!(self, Request::Complete { durable: false, .. })
+    }
+
+    /// Whether the batch must be flushed before this request is answered. Outcomes
+    /// recorded by the pipeline need not be: an event whose outcome a crash loses is
+    /// still pending, and is decided again at start-up.
+    fn needs_flush(&self) -> bool {
+        match self {
+            Request::Append { .. } | Request::Erase { .. } => true,
+            Request::Complete { durable, .. } => *durable,
         }
     }
 
@@ -231,6 +252,13 @@ pub(crate) struct Committer {
 /// come within the delay while they keep coming at the recent pace.
 pub(crate) struct Gather {
     delay: Duration,
+    /// How long a batch of nothing but the pipeline's outcomes waits for an append or
+    /// another request that someone waits on, to share its transaction. Every sled
+    /// transaction writes out a log buffer (a `pwrite` and a `sync_file_range` on one of
+    /// sled's IO threads), so at moderate load outcomes committed on their own doubled
+    /// the device writes per event. Nobody waits on these outcomes, so the hold costs
+    /// only how soon they are visible.
+    hold: Duration,
     /// Whether the last batch had company: only then is waiting for more worth it.
     busy: bool,
     /// Requests counted since `since`, for the recent gap between arrivals.
@@ -247,10 +275,14 @@ impl Gather {
     const SILENT_GAPS: u32 = 3;
     /// With this many requests already waiting when a batch starts, it is not held.
     const ENOUGH_WAITING: usize = 8;
+    /// See [`Gather::hold`]: the gap between appends at ~100 events/s, a few times the
+    /// pipeline's own batching (5 ms).
+    pub const OUTCOME_HOLD: Duration = Duration::from_millis(10);
 
     pub fn new(delay: Duration) -> Self {
         Gather {
             delay,
+            hold: Self::OUTCOME_HOLD,
             busy: false,
             since: Instant::now(),
             count: 0,
@@ -266,11 +298,24 @@ impl Gather {
         let mut batch = vec![first];
         // Take what is already waiting. Many requests waiting means the committer is
         // what they wait on: the batch is big enough, and holding it would idle the CPU.
-        while size < MAX_BATCH_EVENTS {
-            let Ok(r) = requests.try_recv() else { break };
-            self.arrived(last);
-            size += r.size();
-            batch.push(r);
+        self.take_waiting(&mut batch, &mut size, requests, last);
+        // Outcomes alone wait (a little) for a request that has to be committed anyway.
+        if !self.hold.is_zero() && batch.iter().all(Request::can_wait) {
+            let until = last + self.hold;
+            while size < MAX_BATCH_EVENTS {
+                let Ok(r) = requests.recv_deadline(until) else {
+                    break;
+                };
+                last = Instant::now();
+                self.arrived(last);
+                size += r.size();
+                let company = !r.can_wait();
+                batch.push(r);
+                if company {
+                    self.take_waiting(&mut batch, &mut size, requests, last);
+                    break;
+                }
+            }
         }
         let deadline = (self.busy && !self.delay.is_zero() && batch.len() < Self::ENOUGH_WAITING)
             .then(|| last + self.delay);
@@ -288,6 +333,22 @@ impl Gather {
         }
         self.busy = batch.len() > 1;
         batch
+    }
+
+    /// Adds the requests already waiting to `batch`, up to the batch's bound.
+    fn take_waiting(
+        &mut self,
+        batch: &mut Vec<Request>,
+        size: &mut usize,
+        requests: &Receiver<Request>,
+        now: Instant,
+    ) {
+        while *size < MAX_BATCH_EVENTS {
+            let Ok(r) = requests.try_recv() else { break };
+            self.arrived(now);
+            *size += r.size();
+            batch.push(r);
+        }
     }
 
     fn arrived(&mut self, now: Instant) {
@@ -324,8 +385,11 @@ impl Committer {
             .iter()
             .filter(|r| matches!(r, Request::Append { .. }))
             .count();
+        // A flush makes everything written before it durable (sled recovers its log as
+        // a prefix), so a batch of pipeline outcomes alone is left for the next one.
+        let flush = self.durable && batch.iter().any(Request::needs_flush);
         let result = self.write(&mut batch).and_then(|r| {
-            if self.durable {
+            if flush {
                 self.db.flush()?;
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
             }
@@ -501,7 +565,7 @@ fn answer(request: Request, result: Result<Done>) {
             });
             catch_unwind(AssertUnwindSafe(move || reply(result, events)))
         }
-        Request::Complete { items, reply } => {
+        Request::Complete { items, reply, .. } => {
             let result = result.and_then(|d| match d {
                 // The queue items move into the answer: no copy.
                 Done::Completed(recorded) => Ok(items
@@ -541,6 +605,15 @@ mod tests {
         Request::Append {
             events: Vec::new(),
             reply: Box::new(|_, _| {}),
+        }
+    }
+
+    /// Outcomes as the pipeline records them (`durable`: as `complete_all` does).
+    fn outcomes(durable: bool) -> Request {
+        Request::Complete {
+            items: Vec::new(),
+            durable,
+            reply: Box::new(|_| {}),
         }
     }
 
@@ -626,6 +699,54 @@ mod tests {
             waited >= Duration::from_millis(150) && waited < Duration::from_secs(20),
             "{waited:?}"
         );
+    }
+
+    fn gather_with_hold(hold: Duration) -> Gather {
+        let mut g = Gather::new(Duration::ZERO);
+        g.hold = hold;
+        g
+    }
+
+    #[test]
+    fn outcomes_alone_wait_for_an_append_to_share_its_batch() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut gather = gather_with_hold(Duration::from_secs(30));
+        // More outcomes come during the hold, then an append, which ends it.
+        let sender = std::thread::spawn(move || {
+            for r in [outcomes(false), request()] {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(r).expect("the gatherer is waiting");
+            }
+        });
+        let started = Instant::now();
+        let batch = gather.batch(outcomes(false), &rx);
+        assert_eq!(batch.len(), 3);
+        assert!(matches!(batch[2], Request::Append { .. }));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        ended_long_before_the_delay(started);
+        sender.join().expect("sender thread");
+    }
+
+    #[test]
+    fn the_hold_bounds_the_wait_and_applies_only_to_outcomes_alone() {
+        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        let mut gather = gather_with_hold(Duration::from_millis(150));
+        let started = Instant::now();
+        assert_eq!(gather.batch(outcomes(false), &rx).len(), 1);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(20),
+            "{waited:?}"
+        );
+        // Appends, erasures and outcomes someone waits on are committed at once, even
+        // with the pipeline's outcomes in the same batch.
+        let mut gather = gather_with_hold(Duration::from_secs(30));
+        for first in [request(), outcomes(true)] {
+            tx.send(outcomes(false)).expect("the receiver is here");
+            let started = Instant::now();
+            assert_eq!(gather.batch(first, &rx).len(), 2);
+            ended_long_before_the_delay(started);
+        }
     }
 
     #[test]

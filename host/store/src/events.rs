@@ -245,22 +245,33 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         self.ask(|reply| Request::Complete {
             items: prepared,
+            durable: true,
             reply,
         })
     }
 
     /// Records outcomes without waiting for them: they join the committer's next group
-    /// commit (one transaction and one flush with the appends waiting then), and `reply`
-    /// runs on the committer thread once they are durable, with one result per item, in
-    /// order. The outcomes are encoded before this returns: the caller keeps (and frees)
-    /// them. It blocks only while the committer's queue is full (back-pressure on the
-    /// pipeline). Keep `reply` short, and never call a blocking store method from it (the
-    /// committer would wait on itself). An item that is unknown or names a bad queue gets
-    /// its error and the others are recorded; if the store is closed, every item gets
-    /// the error, at once, on the calling thread.
+    /// commit (one transaction with the appends waiting then; with none waiting, they
+    /// wait up to 10 ms for one, see `Gather::hold`), and `reply` runs on the
+    /// committer thread once they are written, with one result per item, in order. The
+    /// outcomes are encoded before this returns: the caller keeps (and frees) them. It
+    /// blocks only while the committer's queue is full (back-pressure on the pipeline).
+    /// Keep `reply` short, and never call a blocking store method from it (the committer
+    /// would wait on itself). An item that is unknown or names a bad queue gets its error
+    /// and the others are recorded; if the store is closed, every item gets the error, at
+    /// once, on the calling thread.
+    ///
+    /// Unlike [`Store::complete_all`], it does not wait for a flush of its own: the
+    /// outcomes are durable with the next flush of anything written after them (the next
+    /// acknowledged append, an erasure, a `complete_all`), or within
+    /// [`BACKGROUND_FLUSH`](crate::BACKGROUND_FLUSH) at the latest. sled recovers its log
+    /// in order, so a crash can lose only the newest outcomes, never one before a write
+    /// that survived; their events are then still pending and are decided again at
+    /// start-up, each recorded once.
     ///
     /// Why: this is how the pipeline records outcomes. A sled transaction of its own per
-    /// outcome (or per small batch) cost more than the writes in it.
+    /// outcome (or per small batch) cost more than the writes in it, and at moderate load
+    /// a flush of their own doubled the flushes per event.
     pub fn complete_with(
         &self,
         items: &[(&str, &Outcome)],
@@ -299,6 +310,7 @@ impl Store {
         self.send(
             Request::Complete {
                 items: prepared,
+                durable: false,
                 reply: Box::new(move |r| reply(fill(r))),
             },
             true,

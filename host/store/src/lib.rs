@@ -45,7 +45,12 @@
 //!
 //! All writes on the hot path go through one committer thread (`committer`): new
 //! events and the pipeline's outcomes share its group commit, one transaction and one
-//! flush per batch, because a sled transaction costs far more than the writes in it.
+//! flush per batch, because a sled transaction costs far more than the writes in it
+//! (each one writes out a log buffer on sled's IO threads). Outcomes alone wait briefly
+//! for an append to share its transaction, and are not flushed on their own: losing one
+//! in a crash only leaves its event pending, to be decided again, and sled recovers its
+//! log in order, so the next flush (or [`BACKGROUND_FLUSH`]) makes it durable with
+//! everything before it.
 
 mod backup;
 mod codec;
@@ -74,6 +79,11 @@ pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
 pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
 
 use committer::Request;
+
+/// How often sled flushes in the background whatever was written and not yet flushed:
+/// the longest a recorded outcome (see [`Store::complete_with`]) or a plugin's kv write
+/// stays only in memory when nothing else is flushed (sled's default).
+pub const BACKGROUND_FLUSH: Duration = Duration::from_millis(500);
 
 /// How to open a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +212,7 @@ impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
         let config = sled::Config::new()
             .path(dir)
+            .flush_every_ms(Some(BACKGROUND_FLUSH.as_millis() as u64))
             .cache_capacity(opts.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput);
         let db = open_db(&config, dir)?;

@@ -421,7 +421,7 @@ fn the_backlog_is_counted_exactly_across_duplicates_reopen_and_old_stores() {
 }
 
 #[test]
-fn complete_with_answers_each_item_and_makes_outcomes_durable() {
+fn complete_with_answers_each_item_and_leaves_the_flush_to_the_next_write() {
     let dir = TempDir::new().unwrap();
     {
         let store = open(&dir);
@@ -445,9 +445,10 @@ fn complete_with_answers_each_item_and_makes_outcomes_durable() {
             move |results| tx.send(results).unwrap(),
         );
         let results = rx.recv().unwrap();
-        assert!(
-            store.stats().flushes > flushes,
-            "the reply comes after the group commit's flush"
+        assert_eq!(
+            store.stats().flushes,
+            flushes,
+            "a batch of the pipeline's outcomes alone is not flushed"
         );
         assert_eq!(results.len(), 5);
         assert_eq!(
@@ -469,6 +470,12 @@ fn complete_with_answers_each_item_and_makes_outcomes_durable() {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(store.pending().unwrap(), ["c"]);
+        // The next acknowledged append flushes, and with it every outcome before it.
+        store.append(vec![event("d", 10)]).unwrap();
+        assert_eq!(store.stats().flushes, flushes + 1);
+        // `complete_all` (`?wait=true`) answers only once flushed.
+        store.complete_all(&[("d", &accept)]).unwrap();
+        assert_eq!(store.stats().flushes, flushes + 2);
     }
     let store = open(&dir);
     assert_eq!(store.pending().unwrap(), ["c"]);
@@ -1122,6 +1129,7 @@ fn an_outcome_prepared_before_its_event_was_erased_is_refused() {
     store.send(
         committer::Request::Complete {
             items: vec![prepared],
+            durable: true,
             reply: Box::new(move |r| tx.send(r).unwrap()),
         },
         true,
