@@ -87,20 +87,12 @@ impl Request {
         }
     }
 
-    /// Whether the request may wait for company: the pipeline's outcomes, which nobody
-    /// waits on (see [`Gather::hold`]).
-    fn can_wait(&self) -> bool {
+    /// The pipeline's outcomes, which nobody waits on: they may wait for company (see
+    /// [`Gather::hold`]) and need no flush of their own, since an event whose outcome a
+    /// crash loses is still pending and is decided again at start-up. Every other
+    /// request is committed at once and answered only after its batch's flush.
+    fn deferrable(&self) -> bool {
         matches!(self, Request::Complete { durable: false, .. })
-    }
-
-    /// Whether the batch must be flushed before this request is answered. Outcomes
-    /// recorded by the pipeline need not be: an event whose outcome a crash loses is
-    /// still pending, and is decided again at start-up.
-    fn needs_flush(&self) -> bool {
-        match self {
-            Request::Append { .. } | Request::Erase { .. } => true,
-            Request::Complete { durable, .. } => *durable,
-        }
     }
 
     /// Answer with an error, without writing anything.
@@ -300,7 +292,7 @@ impl Gather {
         // what they wait on: the batch is big enough, and holding it would idle the CPU.
         self.take_waiting(&mut batch, &mut size, requests, last);
         // Outcomes alone wait (a little) for a request that has to be committed anyway.
-        if !self.hold.is_zero() && batch.iter().all(Request::can_wait) {
+        if !self.hold.is_zero() && batch.iter().all(Request::deferrable) {
             let until = last + self.hold;
             while size < MAX_BATCH_EVENTS {
                 let Ok(r) = requests.recv_deadline(until) else {
@@ -309,7 +301,7 @@ impl Gather {
                 last = Instant::now();
                 self.arrived(last);
                 size += r.size();
-                let company = !r.can_wait();
+                let company = !r.deferrable();
                 batch.push(r);
                 if company {
                     self.take_waiting(&mut batch, &mut size, requests, last);
@@ -387,7 +379,7 @@ impl Committer {
             .count();
         // A flush makes everything written before it durable (sled recovers its log as
         // a prefix), so a batch of pipeline outcomes alone is left for the next one.
-        let flush = self.durable && batch.iter().any(Request::needs_flush);
+        let flush = self.durable && !batch.iter().all(Request::deferrable);
         let result = self.write(&mut batch).and_then(|r| {
             if flush {
                 self.db.flush()?;
@@ -625,6 +617,13 @@ mod tests {
         g
     }
 
+    /// A gatherer with no commit delay that holds outcomes alone for `hold`.
+    fn gather_with_hold(hold: Duration) -> Gather {
+        let mut g = Gather::new(Duration::ZERO);
+        g.hold = hold;
+        g
+    }
+
     /// Sends a request after each of `delays` (from now), on another thread.
     fn send_later(
         tx: &crossbeam_channel::Sender<Request>,
@@ -701,12 +700,6 @@ mod tests {
         );
     }
 
-    fn gather_with_hold(hold: Duration) -> Gather {
-        let mut g = Gather::new(Duration::ZERO);
-        g.hold = hold;
-        g
-    }
-
     #[test]
     fn outcomes_alone_wait_for_an_append_to_share_its_batch() {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -741,7 +734,12 @@ mod tests {
         // Appends, erasures and outcomes someone waits on are committed at once, even
         // with the pipeline's outcomes in the same batch.
         let mut gather = gather_with_hold(Duration::from_secs(30));
-        for first in [request(), outcomes(true)] {
+        let erasure = Request::Erase {
+            ids: Vec::new(),
+            actor: String::new(),
+            reply: Box::new(|_| {}),
+        };
+        for first in [request(), erasure, outcomes(true)] {
             tx.send(outcomes(false)).expect("the receiver is here");
             let started = Instant::now();
             assert_eq!(gather.batch(first, &rx).len(), 2);
