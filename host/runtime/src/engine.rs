@@ -1,8 +1,8 @@
 //! The process-wide wasm engine and the path from bytes to a runnable [`Plugin`].
 //!
 //! One `Engine` per process: component model on, epoch interruption for wall-clock
-//! deadlines (a ticker thread advances the epoch every millisecond while calls run), the pooling
-//! allocator when the machine allows it. Compiled components are cached on disk keyed
+//! deadlines (a ticker thread advances the epoch every few milliseconds while calls
+//! run), the pooling allocator when the machine allows it. Compiled components are cached on disk keyed
 //! by content hash and engine compatibility, and in memory by content hash.
 
 use std::collections::HashMap;

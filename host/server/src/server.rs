@@ -18,6 +18,13 @@ use crate::pipeline::{LiveSet, Pipeline, PoolOptions};
 use crate::prompts::Prompts;
 use crate::registry::{Registry, RegistryError};
 
+/// How long the refine thread naps after counting what was waiting: automatic refines
+/// may start this much later, and failed events wake it at most this often.
+const REFINE_NAP: std::time::Duration = std::time::Duration::from_millis(20);
+/// Failures waiting to be counted. A full queue drops a count (the pipeline never waits
+/// on it); at one nap per REFINE_NAP that takes over 200,000 failed events a second.
+const REFINE_QUEUE: usize = 4096;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -158,18 +165,26 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         )
         .map_err(|e| StartError::Serve(std::io::Error::other(e.to_string())))?,
     );
-    let (ftx, frx) = crossbeam_channel::bounded::<flywheel_model::PromptRef>(1024);
+    let (ftx, frx) = crossbeam_channel::bounded::<flywheel_model::PromptRef>(REFINE_QUEUE);
     pipeline.on_prompt_failure(ftx);
     {
         let prompts = Arc::downgrade(&prompts);
         std::thread::Builder::new()
             .name("flywheel-refine".into())
             .spawn(move || {
-                while let Ok(prompt) = frx.recv() {
+                // Counting a failure takes well under a microsecond; waking this thread
+                // for each one cost 5-8 µs per event at 1,000 events/s. So it takes what
+                // is waiting, then naps, and wakes at most every REFINE_NAP.
+                while let Ok(first) = frx.recv() {
                     let Some(prompts) = prompts.upgrade() else {
                         return;
                     };
-                    prompts.note_failure(&prompt);
+                    prompts.note_failure(&first);
+                    for prompt in frx.try_iter() {
+                        prompts.note_failure(&prompt);
+                    }
+                    drop(prompts);
+                    std::thread::sleep(REFINE_NAP);
                 }
             })
             .map_err(|e| StartError::Serve(std::io::Error::other(e)))?;
