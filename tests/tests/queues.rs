@@ -407,6 +407,126 @@ fn release_and_bad_requests() {
     assert_eq!(server.get("/v1/queues/labeling/items/nope").0, 404);
 }
 
+/// Every page of `path` (a query string included), following `next_cursor`.
+fn audit_pages(server: &Server, path: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_string(),
+        };
+        let (status, body) = server.get(&url);
+        assert_eq!(status, 200, "{url}: {body}");
+        pages.push(body["entries"].as_array().expect("entries").clone());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "the pages never end");
+    }
+}
+
+#[test]
+fn the_audit_trail_pages_by_cursor_time_and_order() {
+    let server = start("");
+    label_n(&server, 6);
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let (_, claimed) = claim(&server, "alice");
+        held.push(claimed["item"]["id"].as_str().expect("an item").to_string());
+    }
+    for item in &held[..3] {
+        let release = format!("/v1/queues/labeling/items/{item}/release");
+        assert_eq!(act(&server, Method::POST, &release, "alice", None).0, 200);
+    }
+    let (_, whole) = server.get("/v1/queues/labeling/audit");
+    let whole = whole["entries"].as_array().expect("entries").clone();
+    assert_eq!(whole.len(), 9, "6 claims and 3 releases: {whole:?}");
+    let at = |e: &Value| e["at"].as_u64().expect("at");
+    assert!(
+        whole.windows(2).all(|w| at(&w[0]) <= at(&w[1])),
+        "oldest first"
+    );
+
+    let pages = audit_pages(&server, "/v1/queues/labeling/audit?limit=4");
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1]);
+    assert_eq!(pages.concat(), whole, "the pages make up the trail");
+
+    let newest = audit_pages(&server, "/v1/queues/labeling/audit?order=desc&limit=4");
+    let mut reversed = whole.clone();
+    reversed.reverse();
+    assert_eq!(newest.concat(), reversed, "newest first");
+
+    // A time range: from the fifth entry's time on (entries in that millisecond too).
+    let from = at(&whole[4]);
+    let (_, since) = server.get(&format!("/v1/queues/labeling/audit?from={from}"));
+    let expected: Vec<Value> = whole.iter().filter(|e| at(e) >= from).cloned().collect();
+    assert_eq!(since["entries"].as_array(), Some(&expected));
+    let (_, before) = server.get(&format!("/v1/queues/labeling/audit?to={from}"));
+    let expected: Vec<Value> = whole.iter().filter(|e| at(e) < from).cloned().collect();
+    assert_eq!(before["entries"].as_array(), Some(&expected));
+    // One item, newest first.
+    let item = &held[0];
+    let (_, one) = server.get(&format!("/v1/queues/labeling/audit?item={item}&order=desc"));
+    let actions: Vec<&str> = one["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["released", "claimed"]);
+
+    for (query, code) in [
+        ("order=sideways", "invalid_value"),
+        ("cursor=not-hex", "invalid_cursor"),
+        ("cursor=00ff", "invalid_cursor"),
+        ("limit=0", "out_of_range"),
+        ("since=1", "invalid_query"),
+    ] {
+        let (status, err) = server.get(&format!("/v1/queues/labeling/audit?{query}"));
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}: {err}"
+        );
+    }
+}
+
+#[test]
+fn old_audit_entries_age_out_when_configured() {
+    // 0.00003 days is 2.6 s; sweeps every second. Events are kept (no `max-age-days`).
+    let server = start("[retention]\naudit-max-age-days = 0.00003\nsweep-interval-secs = 1\n");
+    let ids = label_n(&server, 1);
+    let (_, claimed) = claim(&server, "alice");
+    let item = claimed["item"]["id"].as_str().expect("an item").to_string();
+    assert_eq!(actions(&server, &item), [pair("claimed", "alice")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !actions(&server, &item).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit entry never aged out: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server
+            .log()
+            .contains("retention: removed old queue audit entries")
+    );
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(
+        metrics.contains("flywheel_audit_entries_pruned_total 1"),
+        "{metrics}"
+    );
+    // Only the trail ages out: the event and its item stay, and new entries are kept.
+    assert_eq!(server.get(&format!("/v1/events/{}", ids[0])).0, 200);
+    let release = format!("/v1/queues/labeling/items/{item}/release");
+    assert_eq!(act(&server, Method::POST, &release, "alice", None).0, 200);
+    assert_eq!(actions(&server, &item), [pair("released", "alice")]);
+}
+
 #[test]
 fn only_reviewers_and_admins_work_queues_and_the_token_names_the_reviewer() {
     let server = start(&tokens::config()).with_token(ADMIN);

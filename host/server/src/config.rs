@@ -168,7 +168,12 @@ pub struct RetentionConfig {
     /// and queue items (fractions allowed: 0.5 is twelve hours); 0, the default, keeps
     /// them for ever. Datasets already exported are files of their own and stay.
     pub max_age_days: f64,
-    /// How often to look for events past `max-age-days` (and once at start-up).
+    /// Remove queue audit entries (who claimed, reviewed or erased which item, when) older
+    /// than this many days; 0, the default, keeps them for ever. Erasing an event leaves
+    /// its entries (they hold no event content), so this is what bounds the trail.
+    pub audit_max_age_days: f64,
+    /// How often to look for events and audit entries past their age (and once at
+    /// start-up).
     pub sweep_interval_secs: NonZeroU64,
 }
 
@@ -176,6 +181,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             max_age_days: 0.0,
+            audit_max_age_days: 0.0,
             sweep_interval_secs: NonZeroU64::new(3600).unwrap_or(NonZeroU64::MIN),
         }
     }
@@ -184,10 +190,20 @@ impl Default for RetentionConfig {
 impl RetentionConfig {
     /// The age past which events are erased, if any.
     pub fn max_age(&self) -> Option<std::time::Duration> {
-        (self.max_age_days > 0.0)
-            .then(|| std::time::Duration::try_from_secs_f64(self.max_age_days * 86_400.0).ok())
-            .flatten()
+        days(self.max_age_days)
     }
+
+    /// The age past which queue audit entries are removed, if any.
+    pub fn audit_max_age(&self) -> Option<std::time::Duration> {
+        days(self.audit_max_age_days)
+    }
+}
+
+/// `n` days, if above zero (and representable).
+fn days(n: f64) -> Option<std::time::Duration> {
+    (n > 0.0)
+        .then(|| std::time::Duration::try_from_secs_f64(n * 86_400.0).ok())
+        .flatten()
 }
 
 /// Prompt registry settings.

@@ -1,6 +1,8 @@
-//! The retention sweeper: erases events older than `retention.max-age-days`, at start-up
-//! and then every `sweep-interval-secs`. The `log` is ordered by arrival, so a sweep
-//! reads only the events it erases (see `Store::erase_matching`).
+//! The retention sweeper: erases events older than `retention.max-age-days` and removes
+//! queue audit entries older than `retention.audit-max-age-days`, at start-up and then
+//! every `sweep-interval-secs`. The `log` is ordered by arrival and the audit trail by
+//! time, so a sweep reads only what it removes (see `Store::erase_matching` and
+//! `Store::prune_audit`).
 
 use std::time::Duration;
 
@@ -10,37 +12,64 @@ use flywheel_store::{EventFilter, Store};
 use crate::api::events::erased_counter;
 use crate::config::RetentionConfig;
 
-/// Runs until the task is dropped; returns at once when retention is off.
+/// Runs until the task is dropped; returns at once when neither age is set.
 pub async fn sweep(store: Store, config: RetentionConfig) {
-    let Some(max_age) = config.max_age() else {
+    let ms = |age: Duration| u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+    let events_age = config.max_age().map(ms);
+    let audit_age = config.audit_max_age().map(ms);
+    if events_age.is_none() && audit_age.is_none() {
         return;
-    };
+    }
     let mut ticks = tokio::time::interval(Duration::from_secs(config.sweep_interval_secs.get()));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
     loop {
         ticks.tick().await;
-        let cutoff = now_ms().saturating_sub(age_ms);
-        let store = store.clone();
-        let counter = erased_counter("retention");
-        let swept = tokio::task::spawn_blocking(move || {
-            let old = EventFilter {
-                to_ms: Some(cutoff),
-                ..EventFilter::default()
-            };
-            store.erase_matching(&old, "retention", |chunk| counter.increment(chunk.events))
-        })
-        .await;
-        match swept {
-            Ok(Ok(total)) if total.events > 0 => tracing::info!(
-                events = total.events,
-                queue_items = total.queue_items,
-                received_before = cutoff,
-                "retention: erased old events"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("retention sweep failed (next one retries): {e}"),
-            Err(e) => tracing::warn!("retention sweep task failed: {e}"),
+        if let Some(age_ms) = events_age {
+            erase_old_events(&store, now_ms().saturating_sub(age_ms)).await;
         }
+        if let Some(age_ms) = audit_age {
+            prune_old_audit(&store, now_ms().saturating_sub(age_ms)).await;
+        }
+    }
+}
+
+async fn erase_old_events(store: &Store, cutoff: u64) {
+    let store = store.clone();
+    let counter = erased_counter("retention");
+    let swept = tokio::task::spawn_blocking(move || {
+        let old = EventFilter {
+            to_ms: Some(cutoff),
+            ..EventFilter::default()
+        };
+        store.erase_matching(&old, "retention", |chunk| counter.increment(chunk.events))
+    })
+    .await;
+    match swept {
+        Ok(Ok(total)) if total.events > 0 => tracing::info!(
+            events = total.events,
+            queue_items = total.queue_items,
+            received_before = cutoff,
+            "retention: erased old events"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("retention sweep failed (next one retries): {e}"),
+        Err(e) => tracing::warn!("retention sweep task failed: {e}"),
+    }
+}
+
+async fn prune_old_audit(store: &Store, cutoff: u64) {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.prune_audit(cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(entries)) => {
+            metrics::counter!("flywheel_audit_entries_pruned_total").increment(entries);
+            tracing::info!(
+                entries,
+                before = cutoff,
+                "retention: removed old queue audit entries"
+            );
+        }
+        Ok(Err(e)) => tracing::warn!("audit retention failed (next sweep retries): {e}"),
+        Err(e) => tracing::warn!("audit retention task failed: {e}"),
     }
 }

@@ -37,7 +37,8 @@
 //!
 //! Erasing an event (`erase`) removes its `events`, `log` and `outcomes` entries and its
 //! items in `queue`, `queue_items` and `queue_leases`, and adjusts `counters`,
-//! `queue_depth` and `queue_done`, in one transaction; `queue_audit` keeps its entries.
+//! `queue_depth` and `queue_done`, in one transaction; `queue_audit` keeps its entries
+//! (no event content; who erased what) until `prune_audit` removes them by age (`audit`).
 //!
 //! A backup (`backup`) copies every tree while the store is in use and writes again the
 //! keys that changed meanwhile; every write holds the store's write gate (shared) so
@@ -52,6 +53,7 @@
 //! log in order, so the next flush (or [`BACKGROUND_FLUSH`]) makes it durable with
 //! everything before it.
 
+mod audit;
 mod backup;
 mod codec;
 mod committer;
@@ -71,6 +73,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use audit::{AUDIT_SCAN_BUDGET, AuditFilter, AuditPage};
 pub use backup::{BackupInfo, read_backup, restore};
 pub use committer::Appended;
 pub use erase::{Erased, Erasure};

@@ -238,7 +238,7 @@ impl Audit<'_> {
 
 impl Store {
     /// `queue \0 at ULID`: audit entries sort by time, then by when they were written.
-    fn audit_keys(&self, queue: &str, at: u64) -> [Vec<u8>; 2] {
+    pub(crate) fn audit_keys(&self, queue: &str, at: u64) -> [Vec<u8>; 2] {
         [(); 2].map(|()| {
             let mut rest = at.to_be_bytes().to_vec();
             rest.extend_from_slice(&self.next_ulid().0.to_be_bytes());

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flywheel_model::{Review, Verdict, now_ms};
-use flywheel_store::{ItemStatus, QueueEntry, Store, StoreError};
+use flywheel_store::{AuditFilter, ItemStatus, QueueEntry, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -363,11 +363,19 @@ pub async fn items(
 pub struct AuditQuery {
     /// Only this item's entries.
     pub item: Option<String>,
+    /// Entries at or after this time (ms since the epoch).
+    pub from: Option<u64>,
+    /// Entries before this time (exclusive).
+    pub to: Option<u64>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    pub order: Option<String>,
+    /// From the previous page's `next_cursor` (with the same filters and order).
+    pub cursor: Option<String>,
     /// 1..=500, default 500.
     pub limit: Option<usize>,
 }
 
-/// `GET /v1/queues/{queue}/audit`: who did what to which item, oldest first.
+/// `GET /v1/queues/{queue}/audit`: who did what to which item, a page at a time.
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -377,9 +385,27 @@ pub async fn audit(
     state.auth.check(&headers, &[Role::Reviewer])?;
     let Query(q) = query?;
     let limit = limit(q.limit, 500)?;
-    let entries = blocking(&state, move |s| {
-        s.queue_audit(Some(&queue), q.item.as_deref(), limit)
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                format!("`order` is `{other}`; expected `asc` or `desc`"),
+            ));
+        }
+    };
+    let filter = AuditFilter {
+        item_id: q.item,
+        from_ms: q.from,
+        to_ms: q.to,
+        newest_first,
+    };
+    let page = blocking(&state, move |s| {
+        s.audit_page(&queue, &filter, q.cursor.as_deref(), limit)
     })
     .await?;
-    Ok(Json(json!({"entries": entries})))
+    Ok(Json(
+        json!({"entries": page.entries, "next_cursor": page.next_cursor}),
+    ))
 }
