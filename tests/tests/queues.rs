@@ -149,6 +149,42 @@ fn concurrent_claims_never_hand_out_the_same_item() {
     );
     let (_, held) = server.get("/v1/queues/labeling/items?status=in_review");
     assert_eq!(held["items"].as_array().map(Vec::len), Some(24));
+    assert_eq!(held["next_cursor"], Value::Null);
+    // The same, ten at a time.
+    let mut paged: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    let mut sizes = Vec::new();
+    loop {
+        let (status, page) = server.get(&format!(
+            "/v1/queues/labeling/items?status=in_review&limit=10{cursor}"
+        ));
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        sizes.push(items.len());
+        paged.extend(
+            items
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [10, 10, 4]);
+    let all: Vec<&str> = held["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(paged, all, "the pages make up the listing");
+    let (status, err) = server.get("/v1/queues/labeling/items?cursor=nope");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_cursor")),
+        "{err}"
+    );
 }
 
 #[test]

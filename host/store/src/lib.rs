@@ -79,7 +79,10 @@ pub use committer::Appended;
 pub use erase::{Erased, Erasure};
 pub use error::{KvError, Result, StoreError};
 pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
-pub use queue::{AuditAction, AuditEntry, ItemStatus, Lease, QueueEntry, QueueItem, QueueSummary};
+pub use queue::{
+    AuditAction, AuditEntry, ITEMS_SCAN_BUDGET, ItemStatus, ItemsPage, Lease, QueueEntry,
+    QueueItem, QueueSummary,
+};
 
 use committer::Request;
 

@@ -169,6 +169,33 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// Most items one page of [`Store::queue_entries`] looks at (as
+/// [`crate::LIST_SCAN_BUDGET`] for events).
+pub const ITEMS_SCAN_BUDGET: usize = 20_000;
+
+/// One page of a queue's items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemsPage {
+    pub entries: Vec<QueueEntry>,
+    /// Pass back to [`Store::queue_entries`] (with the same status) for the next page;
+    /// set whenever there may be more, `None` once the listing is over.
+    pub next_cursor: Option<String>,
+}
+
+/// Where an items page is: open items come first, then done ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemsPhase {
+    Open,
+    Done,
+}
+
+fn items_cursor(phase: u8, rest: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(1 + rest.len());
+    bytes.push(phase);
+    bytes.extend_from_slice(rest);
+    hex::encode(bytes)
+}
+
 /// Counts for one queue, as seen at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueSummary {
@@ -573,44 +600,105 @@ impl Store {
     }
 
     /// Up to `limit` items of `queue` as seen at `now`, filtered by status: open items in
-    /// claim order, then done items oldest first.
+    /// claim order, then done items oldest first, starting after `cursor` (from the
+    /// previous page, with the same status). Looks at no more than
+    /// [`ITEMS_SCAN_BUDGET`] items, so a page of done items behind a long open queue (or
+    /// the reverse) ends early with a cursor instead of reading the whole queue. An item
+    /// whose status changes between pages can show twice, or not at all.
     pub fn queue_entries(
         &self,
         queue: &str,
         status: Option<ItemStatus>,
+        cursor: Option<&str>,
         limit: usize,
         now: u64,
-    ) -> Result<Vec<QueueEntry>> {
+    ) -> Result<ItemsPage> {
+        self.queue_entries_within(queue, status, cursor, limit, now, ITEMS_SCAN_BUDGET)
+    }
+
+    /// [`Store::queue_entries`], looking at no more than `budget` items.
+    pub(crate) fn queue_entries_within(
+        &self,
+        queue: &str,
+        status: Option<ItemStatus>,
+        cursor: Option<&str>,
+        limit: usize,
+        now: u64,
+        budget: usize,
+    ) -> Result<ItemsPage> {
         codec::check_name(queue)?;
+        let t = self.trees();
         let wanted = |s: ItemStatus| status.is_none_or(|w| w == s);
-        let mut out = Vec::new();
-        if status != Some(ItemStatus::Done) {
-            for item in self.open_items(queue) {
-                if out.len() == limit {
-                    return Ok(out);
-                }
-                let entry = self.load_entry(item?)?.at(now);
-                if wanted(entry.status) {
-                    out.push(entry);
+        let prefix = codec::named_key(queue, &[]);
+        // The cursor: a phase (open items in `queue`, then done ones in `queue_items`) and
+        // the rest of the last key looked at, after the `queue \0` prefix.
+        let (mut phase, mut after) = match cursor {
+            None => (ItemsPhase::Open, None),
+            Some(c) => {
+                let bytes = hex::decode(c).map_err(|_| StoreError::InvalidCursor)?;
+                match bytes.split_first() {
+                    Some((0, rest)) => (ItemsPhase::Open, Some(rest.to_vec())),
+                    Some((1, rest)) => (ItemsPhase::Done, Some(rest.to_vec())),
+                    _ => return Err(StoreError::InvalidCursor),
                 }
             }
+        };
+        let mut page = ItemsPage::default();
+        if limit == 0 {
+            return Ok(page);
         }
-        if wanted(ItemStatus::Done) {
-            let states = self
-                .trees()
-                .queue_items
-                .scan_prefix(codec::named_key(queue, &[]));
-            for v in states.values() {
-                if out.len() == limit {
+        let mut scanned = 0usize;
+        let resume = |tree: &sled::Tree, after: Option<Vec<u8>>| match after {
+            Some(rest) => {
+                let mut key = prefix.clone();
+                key.extend_from_slice(&rest);
+                tree.range::<Vec<u8>, _>((
+                    std::ops::Bound::Excluded(key),
+                    std::ops::Bound::Unbounded,
+                ))
+            }
+            None => tree.range(prefix.clone()..),
+        };
+        if phase == ItemsPhase::Open && status != Some(ItemStatus::Done) {
+            for entry in resume(&t.queue, after.take()) {
+                let (key, v) = entry?;
+                if !key.starts_with(&prefix) {
                     break;
                 }
-                let entry: QueueEntry = codec::decode("queue entry", &v?)?;
-                if entry.status == ItemStatus::Done {
-                    out.push(entry);
+                let item: QueueItem = codec::decode("queue item", &v)?;
+                let entry = self.load_entry(item)?.at(now);
+                if wanted(entry.status) {
+                    page.entries.push(entry);
+                }
+                scanned += 1;
+                if page.entries.len() == limit || scanned >= budget {
+                    page.next_cursor = Some(items_cursor(0, &key[prefix.len()..]));
+                    return Ok(page);
                 }
             }
         }
-        Ok(out)
+        if phase == ItemsPhase::Open {
+            phase = ItemsPhase::Done;
+            after = None;
+        }
+        if phase == ItemsPhase::Done && wanted(ItemStatus::Done) {
+            for entry in resume(&t.queue_items, after) {
+                let (key, v) = entry?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let entry: QueueEntry = codec::decode("queue entry", &v)?;
+                if entry.status == ItemStatus::Done {
+                    page.entries.push(entry);
+                }
+                scanned += 1;
+                if page.entries.len() == limit || scanned >= budget {
+                    page.next_cursor = Some(items_cursor(1, &key[prefix.len()..]));
+                    return Ok(page);
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// Counts for every queue that has ever had an item, as seen at `now`.

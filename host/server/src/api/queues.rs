@@ -311,6 +311,8 @@ pub async fn item(
 pub struct ItemsQuery {
     /// `pending`, `in_review` or `done`; default: all.
     pub status: Option<String>,
+    /// From the previous page's `next_cursor` (with the same status).
+    pub cursor: Option<String>,
     /// 1..=500, default 100.
     pub limit: Option<usize>,
 }
@@ -326,7 +328,8 @@ fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-/// `GET /v1/queues/{queue}/items?status=`: the queue's items, open ones in claim order.
+/// `GET /v1/queues/{queue}/items?status=`: the queue's items, open ones in claim order,
+/// then done ones, a page at a time.
 pub async fn items(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -349,12 +352,14 @@ pub async fn items(
         }
     };
     let settings = state.config.queue(&queue);
-    let entries = blocking(&state, move |s| {
-        s.queue_entries(&queue, status, limit, now_ms())
+    let page = blocking(&state, move |s| {
+        s.queue_entries(&queue, status, q.cursor.as_deref(), limit, now_ms())
     })
     .await?;
-    let items: Vec<Value> = entries.iter().map(|e| view(e, &settings)).collect();
-    Ok(Json(json!({"items": items})))
+    let items: Vec<Value> = page.entries.iter().map(|e| view(e, &settings)).collect();
+    Ok(Json(
+        json!({"items": items, "next_cursor": page.next_cursor}),
+    ))
 }
 
 /// Query string of `GET /v1/queues/{queue}/audit`.

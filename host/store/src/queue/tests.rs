@@ -241,9 +241,9 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
         "done items leave the open index"
     );
     let listed = store
-        .queue_entries("q", Some(ItemStatus::Done), 10, now)
+        .queue_entries("q", Some(ItemStatus::Done), None, 10, now)
         .unwrap();
-    assert_eq!(listed, std::slice::from_ref(&done));
+    assert_eq!(listed.entries, std::slice::from_ref(&done));
     let s = &store.queue_summaries(now).unwrap()[0];
     assert_eq!((s.pending, s.in_review, s.done), (0, 0, 1));
     assert!(matches!(
@@ -390,8 +390,9 @@ fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
             .count();
         assert_eq!(erased, 5, "one per item, none for the unknown id");
         let left: Vec<String> = store
-            .queue_entries("q", None, 100, now)
+            .queue_entries("q", None, None, 100, now)
             .unwrap()
+            .entries
             .into_iter()
             .map(|e| e.item.id)
             .collect();
@@ -418,4 +419,79 @@ fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
     );
     let s = &store.queue_summaries(now_ms()).unwrap()[0];
     assert_eq!((s.pending, s.in_review, s.done), (0, 1, 0));
+}
+
+#[test]
+fn items_page_through_open_then_done_within_the_scan_budget() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let now = now_ms();
+    // Five done items (claimed and reviewed, one reviewer each), then four open ones in
+    // claim order: priority 90 before 10, oldest first among equals, one of them held.
+    let mut done = Vec::new();
+    for i in 0..5 {
+        let item = queued(&store, &format!("done-{i}"), "q", 50);
+        store
+            .claim("q", "alice", MINUTE, &[], now)
+            .unwrap()
+            .unwrap();
+        store
+            .review(review("q", &item, "alice", Verdict::Approve, now), 1)
+            .unwrap();
+        done.push(item);
+    }
+    let low = queued(&store, "low", "q", 10);
+    let high = [
+        queued(&store, "high-0", "q", 90),
+        queued(&store, "high-1", "q", 90),
+    ];
+    let held = queued(&store, "held", "q", 10);
+    let skip = [high[0].clone(), high[1].clone(), low.clone()];
+    let claimed = store
+        .claim("q", "bob", MINUTE, &skip, now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.item.id, held);
+    let mut expected = vec![high[0].clone(), high[1].clone(), low.clone(), held.clone()];
+    expected.extend(done.iter().cloned());
+    // Another queue whose name extends this one's: never listed here.
+    queued(&store, "other", "q2", 50);
+
+    let ids = |page: &crate::ItemsPage| -> Vec<String> {
+        page.entries.iter().map(|e| e.item.id.clone()).collect()
+    };
+    let walk = |status: Option<ItemStatus>, limit: usize, budget: usize| {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let page = store
+                .queue_entries_within("q", status, cursor.as_deref(), limit, now, budget)
+                .unwrap();
+            assert!(page.entries.len() <= limit);
+            all.extend(ids(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return all,
+            }
+        }
+        panic!("the pages never end");
+    };
+    for (limit, budget) in [(100, 100), (3, 100), (1, 100), (100, 2), (2, 3)] {
+        assert_eq!(walk(None, limit, budget), expected, "{limit}, {budget}");
+        assert_eq!(walk(Some(ItemStatus::Done), limit, budget), done);
+        assert_eq!(
+            walk(Some(ItemStatus::InReview), limit, budget),
+            std::slice::from_ref(&held)
+        );
+        assert_eq!(
+            walk(Some(ItemStatus::Pending), limit, budget),
+            [high[0].clone(), high[1].clone(), low.clone()]
+        );
+    }
+    for bad in ["zz", "", "02", "ff00"] {
+        let e = store
+            .queue_entries("q", None, Some(bad), 10, now)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::InvalidCursor), "{bad:?}: {e}");
+    }
 }
