@@ -218,8 +218,17 @@ fn the_refiner_proposes_concision_and_an_accepted_proposal_becomes_a_version() {
     );
     assert_eq!(proposal["refiner"]["name"], "prompt-refiner");
     assert_eq!(proposal["status"], "pending");
+    // Asking again while it waits gives the same proposal back, not a second copy.
+    let (status, again) = server.post("/v1/prompts/support-answer/refine", &json!({}));
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["proposals"][0]["id"], proposal["id"], "{again}");
 
     let (_, listed) = server.get("/v1/prompts/support-answer/proposals");
+    assert_eq!(
+        listed["proposals"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
     let diff = listed["proposals"][0]["diff"].as_str().expect("diff");
     assert!(
         diff.contains("--- support-answer v1")
@@ -276,6 +285,26 @@ fn enough_new_failures_run_the_refiner_automatically() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // As many failures again: enough for another refine, but not as soon as that
+    // (`refine-min-interval-secs`, 300 by default), so none runs and nothing is added.
+    let again: Vec<Value> = too_long_corpus()
+        .into_iter()
+        .map(|mut e| {
+            e["id"] = json!(format!("again-{}", e["id"].as_str().unwrap_or_default()));
+            e
+        })
+        .collect();
+    let (status, body) = server.post("/v1/events?wait=true", &json!({"events": again}));
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = server.log();
+    assert_eq!(log.matches("automatic refine ran").count(), 1, "{log}");
+    let (_, listed) = server.get("/v1/prompts/support-answer/proposals");
+    assert_eq!(
+        listed["proposals"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
 }
 
 /// Claim items from `queue` until `event_id`'s comes up, then review it.

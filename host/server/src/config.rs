@@ -213,12 +213,17 @@ pub struct PromptsConfig {
     /// Run the refiners automatically when a registered prompt version has collected
     /// this many new failures (low satisfaction, correction, clarification); 0 = never.
     pub refine_after_failures: u64,
+    /// At most one automatic refine per prompt version in this many seconds: under load
+    /// `refine-after-failures` comes round many times a second, and each refine reads
+    /// the version's recent failures. Failures counted meanwhile wait for the next one.
+    pub refine_min_interval_secs: u64,
 }
 
 impl Default for PromptsConfig {
     fn default() -> Self {
         Self {
             refine_after_failures: 25,
+            refine_min_interval_secs: 300,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use flywheel_model::{
@@ -18,12 +19,19 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::PromptsConfig;
 use crate::pipeline::Pipeline;
 
 const PROMPTS: &str = "prompts";
 const PROPOSALS: &str = "prompt-proposals";
 /// Failures handed to a refiner, newest first.
 const MAX_FAILURES: usize = 50;
+/// Pages of [`Store::list`] (each looks at up to `LIST_SCAN_BUDGET` events) read to find
+/// a version's recent failures: what one refine may cost on a big store where the
+/// version is rare or rarely fails.
+const FAILURE_PAGES: usize = 5;
+/// Events of the version per page while looking for failures.
+const FAILURE_PAGE_EVENTS: usize = 1_000;
 
 /// One immutable version of a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,13 +303,27 @@ pub struct Prompts {
     snapshot: ArcSwap<HashMap<String, Arc<PromptEntry>>>,
     write: Mutex<()>,
     /// Failures since the last automatic refine, per (name, version).
-    failures: Mutex<HashMap<(String, String), u64>>,
+    failures: Mutex<HashMap<(String, String), AutoRefine>>,
     refine_after: u64,
+    refine_min_interval: Duration,
+}
+
+/// One prompt version's way to its next automatic refine.
+#[derive(Debug, Default)]
+struct AutoRefine {
+    /// Failures counted since the last one.
+    failures: u64,
+    /// When the last one ran.
+    last: Option<Instant>,
 }
 
 impl Prompts {
     /// Load every prompt from the store into memory.
-    pub fn open(store: Store, pipeline: Pipeline, refine_after: u64) -> Result<Self, PromptError> {
+    pub fn open(
+        store: Store,
+        pipeline: Pipeline,
+        config: &PromptsConfig,
+    ) -> Result<Self, PromptError> {
         let mut map = HashMap::new();
         for (name, bytes) in store.meta_scan_prefix(PROMPTS, "")? {
             match serde_json::from_slice::<PromptEntry>(&bytes) {
@@ -317,7 +339,8 @@ impl Prompts {
             snapshot: ArcSwap::from_pointee(map),
             write: Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
-            refine_after,
+            refine_after: config.refine_after_failures,
+            refine_min_interval: Duration::from_secs(config.refine_min_interval_secs),
         })
     }
 
@@ -451,23 +474,38 @@ impl Prompts {
         self.save(entry)
     }
 
-    /// Recent failures of one prompt version, newest first.
-    pub fn failures(&self, name: &str, version: &str) -> Vec<Event> {
+    /// A version's most recent failures (up to [`MAX_FAILURES`]), newest first. Reads
+    /// the store newest first and stops once it has them, or after [`FAILURE_PAGES`]
+    /// pages of listing: a refine costs the same on a store of a thousand events as on
+    /// one of a hundred million.
+    pub fn failures(&self, name: &str, version: &str) -> Result<Vec<Event>, PromptError> {
         let filter = EventFilter {
             prompt_name: Some(name.into()),
             prompt_version: Some(version.into()),
             ..EventFilter::default()
         };
-        let mut out: Vec<Event> = self
-            .store
-            .scan(&filter)
-            .filter_map(Result::ok)
-            .filter(|r| is_failure(&r.event, r.outcome.as_ref(), &r.reviews))
-            .map(|r| r.event)
-            .collect();
-        out.reverse();
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..FAILURE_PAGES {
+            let page = self
+                .store
+                .list(&filter, cursor.as_deref(), FAILURE_PAGE_EVENTS)?;
+            out.extend(
+                page.events
+                    .into_iter()
+                    .filter(|r| is_failure(&r.event, r.outcome.as_ref(), &r.reviews))
+                    .map(|r| r.event),
+            );
+            if out.len() >= MAX_FAILURES {
+                break;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
         out.truncate(MAX_FAILURES);
-        out
+        Ok(out)
     }
 
     /// Run every live refiner on a version and its recent failures; store what they
@@ -485,7 +523,13 @@ impl Prompts {
                 Err(_) => self.resolve(name, None, None)?,
             },
         };
-        let failures = self.failures(name, &base.version.to_string());
+        let failures = self.failures(name, &base.version.to_string())?;
+        // What is already waiting for a decision: the same edit is not proposed twice.
+        let pending: Vec<ProposalRecord> = self
+            .proposals(name)?
+            .into_iter()
+            .filter(|p| p.status == ProposalStatus::Pending && p.base_version == base.version)
+            .collect();
         let prompt = Prompt {
             name: name.into(),
             version: base.version.to_string(),
@@ -497,6 +541,13 @@ impl Prompts {
             let outcome = refiner.refine(&prompt, &failures);
             match outcome.result {
                 Ok(Some(p)) if p.template != base.template => {
+                    if let Some(same) = pending
+                        .iter()
+                        .find(|q| q.template == p.template && q.refiner.name == refiner.id().name)
+                    {
+                        out.push(same.clone());
+                        continue;
+                    }
                     let record = ProposalRecord {
                         id: ulid::Ulid::new().to_string(),
                         prompt: name.into(),
@@ -610,19 +661,24 @@ impl Prompts {
     }
 
     /// Count a failure of a prompt version; refine automatically every
-    /// `refine-after-failures` failures (of a registered prompt).
+    /// `refine-after-failures` failures (of a registered prompt), at most once per
+    /// `refine-min-interval-secs`.
     pub fn note_failure(&self, prompt: &PromptRef) {
         if self.refine_after == 0 || self.entry(&prompt.name).is_none() {
             return;
         }
         let due = {
             let mut failures = self.failures.lock();
-            let n = failures
+            let next = failures
                 .entry((prompt.name.clone(), prompt.version.clone()))
                 .or_default();
-            *n += 1;
-            if *n >= self.refine_after {
-                *n = 0;
+            next.failures += 1;
+            let rested = next
+                .last
+                .is_none_or(|last| last.elapsed() >= self.refine_min_interval);
+            if next.failures >= self.refine_after && rested {
+                next.failures = 0;
+                next.last = Some(Instant::now());
                 true
             } else {
                 false

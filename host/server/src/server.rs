@@ -158,12 +158,8 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
             .map_err(|e| StartError::Serve(std::io::Error::other(e)))?;
     }
     let prompts = Arc::new(
-        Prompts::open(
-            store.clone(),
-            pipeline.clone(),
-            config.prompts.refine_after_failures,
-        )
-        .map_err(|e| StartError::Serve(std::io::Error::other(e.to_string())))?,
+        Prompts::open(store.clone(), pipeline.clone(), &config.prompts)
+            .map_err(|e| StartError::Serve(std::io::Error::other(e.to_string())))?,
     );
     let (ftx, frx) = crossbeam_channel::bounded::<flywheel_model::PromptRef>(REFINE_QUEUE);
     pipeline.on_prompt_failure(ftx);
