@@ -148,6 +148,27 @@ fn stats_per_version_match_hand_computed_values() {
     assert!(close(&v2["satisfaction"]["mean"], 1.0));
     assert!(close(&v2["thumbs_up"]["rate"], 1.0));
     assert!(close(&v2["corrections"]["rate"], 0.0));
+
+    // A time window: all of them, none yet, none before.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let (_, window) = server.get(&format!(
+        "/v1/prompts/stats-demo/stats?from=0&to={}",
+        now + 1
+    ));
+    assert_eq!(window["versions"], stats["versions"]);
+    for query in [format!("from={}", now + 60_000), "to=1".to_string()] {
+        let (status, none) = server.get(&format!("/v1/prompts/stats-demo/stats?{query}"));
+        assert_eq!(status, 200, "{none}");
+        assert_eq!(none["versions"], json!([]), "{query}: {none}");
+    }
+    let (status, err) = server.get("/v1/prompts/stats-demo/stats?since=1");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
 }
 
 const TEMPLATE: &str =

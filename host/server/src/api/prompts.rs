@@ -164,20 +164,45 @@ async fn label(
     Ok(Json(json!({"name": name, "labels": entry.labels})).into_response())
 }
 
+/// Query string of `GET /v1/prompts/{name}/stats`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    /// Events received at or after this time (ms since the epoch).
+    from: Option<u64>,
+    /// Events received before this time (exclusive).
+    to: Option<u64>,
+}
+
 async fn prompt_stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, ANY)?;
+    let Query(q) = query?;
     let store = state.store.clone();
     let filter_name = name.clone();
     let versions = blocking(move || {
+        // Events are read in time order, so a window reads only its own events; without
+        // one this reads every event in the store.
         let filter = EventFilter {
             prompt_name: Some(filter_name),
+            from_ms: q.from,
+            to_ms: q.to,
             ..EventFilter::default()
         };
-        Ok(stats(store.scan(&filter).filter_map(Result::ok)))
+        let mut failed = None;
+        let versions = stats(
+            store
+                .scan(&filter)
+                .map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+        );
+        match failed {
+            Some(e) => Err(ApiError::from(e)),
+            None => Ok(versions),
+        }
     })
     .await?;
     Ok(Json(json!({"name": name, "versions": versions})).into_response())
