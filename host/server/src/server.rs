@@ -215,6 +215,7 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         _watcher: watcher,
         ready: std::sync::atomic::AtomicBool::new(false),
         backup_running: std::sync::atomic::AtomicBool::new(false),
+        stats_cache: crate::stats::StatsCache::default(),
     }))
 }
 

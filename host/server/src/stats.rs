@@ -1,14 +1,25 @@
 //! Numbers for the dashboard: per prompt name and version, event volume and mean
 //! `satisfaction` score per time bucket; per queue, reviews and completed items per
-//! bucket. Computed by scanning the store (events by time, the queue audit trail),
-//! which is fine at today's sizes and the one place to add rollups when it is not.
-//! It only reads.
+//! bucket. Computed by scanning the store (events by time, the queue audit trail) an
+//! hour at a time, and kept per hour in a [`StatsCache`] once the hour can no longer
+//! change: the first view of two weeks reads two weeks of events (~10 µs each here),
+//! the next ones only the hours since. It only reads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use flywheel_model::EventRecord;
+use flywheel_model::{EventRecord, now_ms};
 use flywheel_store::{AuditAction, AuditEntry, EventFilter, Store, StoreError};
+use parking_lot::Mutex;
 use serde::Serialize;
+
+/// The cache's unit: hour and day buckets are whole hours.
+const HOUR_MS: u64 = 3_600_000;
+/// An hour is kept once it ended this long ago (events are stamped when received and
+/// written a moment later; reviews when made) and holds no event still pending.
+const SETTLE_MS: u64 = 5 * 60_000;
+/// Most hours kept: the longest window the API allows (1,000 days).
+const MAX_CACHED_HOURS: usize = 24_000;
 
 /// The score averaged as "satisfaction" (the `satisfaction` example scorer's name).
 pub const SATISFACTION: &str = "satisfaction";
@@ -96,19 +107,136 @@ pub struct QueueBucket {
 /// Reads the window's events and audit trail from the store, one at a time, and sums
 /// them up.
 pub fn compute(store: &Store, window: Window) -> Result<Stats, StoreError> {
-    let filter = EventFilter {
-        from_ms: Some(window.from_ms),
-        to_ms: Some(window.to_ms()),
-        ..EventFilter::default()
-    };
     let mut tally = Tally::new(window);
-    for record in store.scan(&filter) {
-        tally.event(&record?);
+    tally.read(store, window.from_ms, window.to_ms())?;
+    Ok(tally.finish())
+}
+
+/// [`compute`], with the hours that can no longer change read from `cache` (and the
+/// ones that just stopped changing put there).
+pub fn compute_cached(
+    store: &Store,
+    window: Window,
+    cache: &StatsCache,
+) -> Result<Stats, StoreError> {
+    if !window.from_ms.is_multiple_of(HOUR_MS) || !window.bucket_ms.is_multiple_of(HOUR_MS) {
+        return compute(store, window);
     }
-    for entry in store.queue_audit_between(window.from_ms, window.to_ms())? {
-        tally.audit(&entry?);
+    // Read before the hours: an erasure after this point makes what is put in the
+    // cache now be dropped at the next read.
+    let history = store.history_version();
+    let settled = now_ms()
+        .saturating_sub(SETTLE_MS)
+        .min(store.oldest_pending_at()?.unwrap_or(u64::MAX));
+    let hours: Vec<u64> = (window.from_ms..window.to_ms())
+        .step_by(usize::try_from(HOUR_MS).unwrap_or(usize::MAX))
+        .collect();
+    let mut tally = Tally::new(window);
+    let mut i = 0;
+    while i < hours.len() {
+        if let Some(sums) = cache.get(history, hours[i]) {
+            tally.add_hour(hours[i], &sums);
+            i += 1;
+            continue;
+        }
+        // A run of hours not kept: one read for all of them, split into hours.
+        let start = i;
+        while i < hours.len() && cache.get(history, hours[i]).is_none() {
+            i += 1;
+        }
+        let run_window = Window {
+            from_ms: hours[start],
+            bucket_ms: HOUR_MS,
+            buckets: i - start,
+        };
+        let mut run = Tally::new(run_window);
+        run.read(store, run_window.from_ms, run_window.to_ms())?;
+        for (j, &hour) in hours[start..i].iter().enumerate() {
+            let sums = Arc::new(HourSums::of_bucket(&run, j));
+            tally.add_hour(hour, &sums);
+            if hour + HOUR_MS <= settled {
+                cache.put(history, hour, sums);
+            }
+        }
     }
     Ok(tally.finish())
+}
+
+/// One hour's sums, as the cache keeps them.
+#[derive(Debug, Default)]
+pub struct HourSums {
+    /// Per prompt version: events, events scored, sum of satisfaction.
+    prompts: BTreeMap<(String, String), (u64, u64, f64)>,
+    /// Per queue: reviews, completions.
+    queues: BTreeMap<String, (u64, u64)>,
+}
+
+impl HourSums {
+    /// Bucket `i` of an hourly tally, with only the prompt versions and queues that had
+    /// something in it (as a read of that hour alone would have).
+    fn of_bucket(t: &Tally, i: usize) -> Self {
+        HourSums {
+            prompts: t
+                .prompts
+                .iter()
+                .filter(|(_, s)| s.events[i] > 0)
+                .map(|(k, s)| (k.clone(), (s.events[i], s.scored[i], s.total[i])))
+                .collect(),
+            queues: t
+                .queues
+                .iter()
+                .filter(|(k, _)| t.queue_seen.get(*k).is_some_and(|seen| seen[i]))
+                .map(|(k, (reviews, completed))| (k.clone(), (reviews[i], completed[i])))
+                .collect(),
+        }
+    }
+}
+
+/// Hours of dashboard figures that can no longer change, so that a view of two weeks
+/// does not read two weeks of events each time. Emptied when the store's history
+/// changes (an erasure, audit pruning), since any hour may have lost something.
+#[derive(Default)]
+pub struct StatsCache {
+    inner: Mutex<CachedHours>,
+}
+
+#[derive(Default)]
+struct CachedHours {
+    /// The store's history version the hours were read under.
+    history: u64,
+    hours: BTreeMap<u64, Arc<HourSums>>,
+}
+
+impl StatsCache {
+    fn get(&self, history: u64, hour: u64) -> Option<Arc<HourSums>> {
+        let mut c = self.inner.lock();
+        if c.history != history {
+            c.hours.clear();
+            c.history = history;
+        }
+        c.hours.get(&hour).cloned()
+    }
+
+    fn put(&self, history: u64, hour: u64, sums: Arc<HourSums>) {
+        let mut c = self.inner.lock();
+        if c.history != history {
+            return;
+        }
+        c.hours.insert(hour, sums);
+        while c.hours.len() > MAX_CACHED_HOURS {
+            c.hours.pop_first();
+        }
+    }
+
+    /// Hours kept (for tests and curiosity).
+    pub fn len(&self) -> usize {
+        self.inner.lock().hours.len()
+    }
+
+    /// Whether no hour is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per-bucket sums for one prompt version.
@@ -124,6 +252,9 @@ pub struct Tally {
     prompts: BTreeMap<(String, String), PromptSums>,
     /// Reviews and completions per bucket, per queue.
     queues: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
+    /// Per queue, the buckets with any audit entry (a queue shows in a window where it
+    /// only had claims, with zeros).
+    queue_seen: BTreeMap<String, Vec<bool>>,
 }
 
 fn mean(total: f64, n: u64) -> Option<f64> {
@@ -136,6 +267,55 @@ impl Tally {
             window,
             prompts: BTreeMap::new(),
             queues: BTreeMap::new(),
+            queue_seen: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the events received and the audit entries made in `from..to`.
+    fn read(&mut self, store: &Store, from: u64, to: u64) -> Result<(), StoreError> {
+        let filter = EventFilter {
+            from_ms: Some(from),
+            to_ms: Some(to),
+            ..EventFilter::default()
+        };
+        for record in store.scan(&filter) {
+            self.event(&record?);
+        }
+        for entry in store.queue_audit_between(from, to)? {
+            self.audit(&entry?);
+        }
+        Ok(())
+    }
+
+    /// Adds one hour's sums, kept from an earlier read.
+    fn add_hour(&mut self, hour: u64, sums: &HourSums) {
+        let Some(i) = self.window.index(hour) else {
+            return;
+        };
+        let n = self.window.buckets;
+        for (key, &(events, scored, total)) in &sums.prompts {
+            let s = self
+                .prompts
+                .entry(key.clone())
+                .or_insert_with(|| PromptSums {
+                    events: vec![0; n],
+                    scored: vec![0; n],
+                    total: vec![0.0; n],
+                });
+            s.events[i] += events;
+            s.scored[i] += scored;
+            s.total[i] += total;
+        }
+        for (queue, &(reviews, completed)) in &sums.queues {
+            let q = self
+                .queues
+                .entry(queue.clone())
+                .or_insert_with(|| (vec![0; n], vec![0; n]));
+            q.0[i] += reviews;
+            q.1[i] += completed;
+            self.queue_seen
+                .entry(queue.clone())
+                .or_insert_with(|| vec![false; n])[i] = true;
         }
     }
 
@@ -180,6 +360,9 @@ impl Tally {
             AuditAction::Completed => completed[i] += 1,
             _ => {}
         }
+        self.queue_seen
+            .entry(a.queue.clone())
+            .or_insert_with(|| vec![false; n])[i] = true;
     }
 
     pub fn finish(self) -> Stats {
@@ -235,7 +418,99 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flywheel_model::{Event, Outcome};
+    use flywheel_store::StoreOptions;
     use serde_json::json;
+
+    /// A store with events of two prompt versions across the last `hours` hours (one
+    /// every 20 minutes, each scored and routed to a queue), the oldest items reviewed.
+    fn busy_store(dir: &std::path::Path, hours: u64) -> (Store, Vec<String>) {
+        let store = Store::open(dir, StoreOptions::default()).expect("store");
+        let now = now_ms();
+        let first = (now / HOUR_MS - hours) * HOUR_MS;
+        let mut ids = Vec::new();
+        for i in 0..hours * 3 {
+            let at = first + i * 20 * 60_000;
+            let record = record(at, ("support", if i % 2 == 0 { "1" } else { "2" }), None);
+            let event: Event = serde_json::from_value(json!({
+                "id": record.event.id, "received_at": at, "input": "q", "output": "a",
+                "feedback": {"type": "none"}, "prompt": record.event.prompt,
+            }))
+            .expect("an event");
+            store.append(vec![event]).expect("append");
+            let outcome: Outcome = serde_json::from_value(json!({
+                "scores": [{"plugin": "satisfaction", "name": "satisfaction",
+                            "value": (i % 5) as f64 / 4.0}],
+                "votes": [], "calls": [], "plugins": [], "processed_at": at,
+                "route": {"action": "label", "queue": "q", "priority": 50, "reason": "r"},
+            }))
+            .expect("an outcome");
+            store
+                .complete(&record.event.id, &outcome)
+                .expect("complete");
+            ids.push(record.event.id.clone());
+        }
+        // Reviews in the past: claim and review the first few items an hour apart.
+        for h in 0..hours.min(4) {
+            let at = first + h * HOUR_MS + 1;
+            let entry = store
+                .claim("q", "ana", 60_000, &[], at)
+                .expect("claim")
+                .expect("an item");
+            let review: flywheel_model::Review = serde_json::from_value(json!({
+                "queue": "q", "item_id": entry.item.id, "reviewer": "ana",
+                "verdict": "approve", "reviewed_at": at + 1,
+            }))
+            .expect("a review");
+            store.review(review, 1).expect("review");
+        }
+        (store, ids)
+    }
+
+    #[test]
+    fn cached_hours_give_the_figures_of_a_full_read_until_history_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, ids) = busy_store(dir.path(), 30);
+        let cache = StatsCache::default();
+        for (bucket, count) in [(HOUR_MS, 24), (86_400_000, 3), (HOUR_MS, 48)] {
+            let window = Window::ending_at(now_ms(), bucket, count);
+            let direct = compute(&store, window).expect("compute");
+            assert_eq!(
+                compute_cached(&store, window, &cache).expect("cold"),
+                direct
+            );
+            assert!(!cache.is_empty(), "settled hours are kept");
+            assert_eq!(
+                compute_cached(&store, window, &cache).expect("warm"),
+                direct
+            );
+        }
+        // Every hour of the widest window (three days, which holds the others) that
+        // ended over SETTLE_MS ago; none that may still change (the current one, those
+        // ahead, the last one for the first minutes of an hour).
+        let widest = Window::ending_at(now_ms(), 86_400_000, 3);
+        let settled = (widest.from_ms..widest.to_ms())
+            .step_by(HOUR_MS as usize)
+            .filter(|h| h + HOUR_MS <= now_ms() - SETTLE_MS)
+            .count();
+        assert!(
+            cache.len().abs_diff(settled) <= 1,
+            "{} of {settled}",
+            cache.len()
+        );
+
+        // An erasure takes something from the past: the cache starts over, and the
+        // figures are those of a full read again.
+        store.erase(ids[3..5].to_vec(), "test").expect("erase");
+        let window = Window::ending_at(now_ms(), 86_400_000, 3);
+        let direct = compute(&store, window).expect("compute");
+        assert_eq!(
+            compute_cached(&store, window, &cache).expect("after"),
+            direct
+        );
+        let total: u64 = direct.prompts.iter().map(|p| p.events).sum();
+        assert_eq!(total, 30 * 3 - 2);
+    }
 
     fn record(at: u64, prompt: (&str, &str), satisfaction: Option<f64>) -> EventRecord {
         let scores: Vec<_> = satisfaction

@@ -173,6 +173,10 @@ impl Store {
                     let _writing = t.writing();
                     t.queue_audit.apply_batch(batch)?;
                 }
+                self.inner
+                    .counters
+                    .audit_prunes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 removed += keys.len() as u64;
             }
             next_queue = first[..sep].to_vec();

@@ -132,6 +132,13 @@ impl EventFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogPosition(u128);
 
+impl LogPosition {
+    /// When the event here was received (ms since the epoch): positions order by it.
+    pub fn received_at(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+}
+
 /// Most events one [`Store::list`] call looks at. Filters other than time are checked
 /// event by event, so without a bound one request with a rare filter would read the
 /// whole store; with it, each page costs at most this much and says where to go on.
@@ -165,6 +172,15 @@ impl Store {
             .into_iter()
             .map(|(_, id)| id)
             .collect())
+    }
+
+    /// When the oldest event still waiting for its outcome was received, if any: figures
+    /// about the time before it only change by erasures (see [`Store::history_version`]).
+    pub fn oldest_pending_at(&self) -> Result<Option<u64>> {
+        Ok(self
+            .pending_page(None, 1)?
+            .first()
+            .map(|(position, _)| position.received_at()))
     }
 
     /// Up to `limit` events stored but not yet processed, oldest first, after position

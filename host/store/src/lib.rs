@@ -152,6 +152,8 @@ pub(crate) struct Counters {
     processed: AtomicU64,
     /// Erasures committed since open; see `PreparedOutcome::erasures`.
     erasures: AtomicU64,
+    /// Chunks of audit entries pruned since open; see [`Store::history_version`].
+    audit_prunes: AtomicU64,
 }
 
 /// The fixed trees, opened once.
@@ -332,6 +334,17 @@ impl Store {
     /// How many erasures the committer has made since open.
     pub(crate) fn erasures(&self) -> u64 {
         self.inner.counters.erasures.load(Ordering::SeqCst)
+    }
+
+    /// Changes whenever something already stored is taken away (an erasure, audit
+    /// entries pruned), after the change is written. A cache of figures about the past
+    /// (the dashboard's) notes it when it reads, and starts over when it differs: past
+    /// data otherwise only grows, and only at its recent end.
+    pub fn history_version(&self) -> u64 {
+        let c = &self.inner.counters;
+        c.erasures
+            .load(Ordering::SeqCst)
+            .wrapping_add(c.audit_prunes.load(Ordering::SeqCst))
     }
 
     pub(crate) fn trees(&self) -> &Trees {

@@ -51,6 +51,8 @@ pub struct AppState {
     /// Set while `GET /v1/backup` takes a copy: one at a time (each watches every write
     /// and pauses writes at its end).
     pub backup_running: AtomicBool,
+    /// The dashboard's figures for hours that can no longer change.
+    pub stats_cache: crate::stats::StatsCache,
 }
 
 /// The whole API as an axum router, so tests can serve it on an ephemeral port.

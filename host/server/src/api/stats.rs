@@ -61,7 +61,11 @@ pub async fn prompts(
         ));
     }
     let window = Window::ending_at(now_ms(), bucket_ms, count);
+    let shared = state.clone();
     Ok(Json(
-        blocking(&state, move |s| crate::stats::compute(s, window)).await?,
+        blocking(&state, move |s| {
+            crate::stats::compute_cached(s, window, &shared.stats_cache)
+        })
+        .await?,
     ))
 }
