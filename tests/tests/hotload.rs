@@ -311,6 +311,16 @@ fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
         report["route_changes"],
         json!([{"from": "accept", "to": "label:qa", "count": 2}])
     );
+    // It reads from when the candidate went into shadow; a window and a limit narrow it.
+    let since = report["from"].as_u64().expect("from: the shadow's start");
+    let (_, newest) = server.get("/v1/plugins/hitl-router/shadow/report?limit=1");
+    assert_eq!(newest["differing"][0]["id"], "s3", "{newest}");
+    assert_eq!(newest["differing"].as_array().map(Vec::len), Some(1));
+    let later = since + 3_600_000;
+    let (_, none) = server.get(&format!(
+        "/v1/plugins/hitl-router/shadow/report?from={later}"
+    ));
+    assert_eq!(none["events"], 0, "{none}");
 
     // Promote the candidate: it serves, and nothing shadows any more.
     let (status, _) = server.post(

@@ -453,6 +453,11 @@ async fn stop_shadow(
 struct ReportQuery {
     /// A version hash; default: the current shadow.
     version: Option<String>,
+    /// Events received at or after this time (ms since the epoch); default: when the
+    /// version was first put in shadow, so the report reads only what it could be in.
+    from: Option<u64>,
+    /// Events received before this time (exclusive).
+    to: Option<u64>,
     /// Differing events listed, newest last; default 50.
     limit: Option<usize>,
 }
@@ -479,12 +484,30 @@ async fn shadow_report(
         }
     };
     let limit = q.limit.unwrap_or(50);
+    // Shadow runs exist only from when the version went into shadow: start there (an
+    // event received before and still waiting then is left out).
+    let shadowed_since = entry
+        .audit
+        .iter()
+        .filter(|a| a.action == "shadow")
+        .filter(|a| {
+            a.version
+                .as_deref()
+                .is_some_and(|v| v == hash || v.starts_with(&hash))
+        })
+        .map(|a| a.at)
+        .min();
+    let filter = EventFilter {
+        from_ms: q.from.or(shadowed_since),
+        to_ms: q.to,
+        ..EventFilter::default()
+    };
     let store = state.store.clone();
     let report = blocking(move || {
         let (mut events, mut agree) = (0u64, 0u64);
         let mut changes: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        let mut differing: Vec<Value> = Vec::new();
-        for record in store.scan(&EventFilter::default()) {
+        let mut differing: std::collections::VecDeque<Value> = Default::default();
+        for record in store.scan(&filter) {
             let record = record?;
             let Some(outcome) = &record.outcome else { continue };
             let Some(run) = outcome.shadow.iter().find(|s| s.candidate.hash == hash || s.candidate.hash.starts_with(&hash)) else {
@@ -495,15 +518,16 @@ async fn shadow_report(
                 agree += 1;
             } else {
                 *changes.entry((route_key(&outcome.route), route_key(&run.route))).or_default() += 1;
-                differing.push(json!({"id": record.event.id, "live": outcome.route, "shadow": run.route}));
+                differing.push_back(json!({"id": record.event.id, "live": outcome.route, "shadow": run.route}));
                 if differing.len() > limit {
-                    differing.remove(0);
+                    differing.pop_front();
                 }
             }
         }
         Ok(json!({
             "plugin": name,
             "candidate": hash,
+            "from": filter.from_ms,
             "events": events,
             "agree": agree,
             "agreement": if events > 0 { agree as f64 / events as f64 } else { 1.0 },
