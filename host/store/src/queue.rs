@@ -217,6 +217,13 @@ pub(crate) fn item_key(item: &QueueItem) -> Vec<u8> {
     codec::named_key(&item.queue, &rest)
 }
 
+/// Just past every `queue \0 ...` key: the end of a queue's range in any tree.
+fn queue_end(queue: &str) -> Vec<u8> {
+    let mut end = queue.as_bytes().to_vec();
+    end.push(codec::SEP + 1);
+    end
+}
+
 /// `queue \0 item_id`: an item's state in `queue_items`.
 pub(crate) fn entry_key(queue: &str, item_id: &str) -> Vec<u8> {
     codec::named_key(queue, item_id.as_bytes())
@@ -702,33 +709,78 @@ impl Store {
     }
 
     /// Counts for every queue that has ever had an item, as seen at `now`.
+    ///
+    /// From the counters and the leases, not by reading every open item: the console
+    /// asks after each item a reviewer is shown, and a queue can hold many thousands.
+    /// Pending items are those counted in `queue_depth` plus those whose lease has
+    /// passed; in review, those with a lease still running.
     pub fn queue_summaries(&self, now: u64) -> Result<Vec<QueueSummary>> {
         let t = self.trees();
         let mut out = Vec::new();
-        for name in t.queue_depth.iter().keys() {
-            let queue = codec::decode_str("queue name", &name?)?;
-            let mut s = QueueSummary {
+        for entry in t.queue_depth.iter() {
+            let (name, depth) = entry?;
+            let queue = codec::decode_str("queue name", &name)?;
+            let prefix = codec::named_key(&queue, &[]);
+            let running = codec::named_key(&queue, &(now.saturating_add(1)).to_be_bytes());
+            let expired = t
+                .queue_leases
+                .range(prefix.as_slice()..running.as_slice())
+                .count();
+            let in_review = t
+                .queue_leases
+                .range(running.as_slice()..queue_end(&queue).as_slice())
+                .count();
+            out.push(QueueSummary {
+                pending: codec::decode_u64("queue depth", &depth)? + expired as u64,
+                in_review: in_review as u64,
                 done: match t.queue_done.get(&queue)? {
                     Some(v) => codec::decode_u64("queue done", &v)?,
                     None => 0,
                 },
-                ..QueueSummary::default()
-            };
-            for item in self.open_items(&queue) {
-                let entry = self.load_entry(item?)?.at(now);
-                match entry.status {
-                    ItemStatus::InReview => s.in_review += 1,
-                    _ => {
-                        s.pending += 1;
-                        let at = entry.item.created_at;
-                        s.oldest_pending_at = Some(s.oldest_pending_at.map_or(at, |o| o.min(at)));
-                    }
-                }
-            }
-            s.queue = queue;
-            out.push(s);
+                oldest_pending_at: self.oldest_pending_item(&queue, now)?,
+                queue,
+            });
         }
         Ok(out)
+    }
+
+    /// When the oldest pending item of `queue` was created. Open items sort by priority,
+    /// then age: the first pending item of each priority is that priority's oldest, so
+    /// this reads one item per priority used (plus those held by reviewers before it).
+    fn oldest_pending_item(&self, queue: &str, now: u64) -> Result<Option<u64>> {
+        let t = self.trees();
+        let prefix = codec::named_key(queue, &[]);
+        let end = queue_end(queue);
+        let mut oldest: Option<u64> = None;
+        let mut from = prefix.clone();
+        while let Some(first) = t.queue.range(from.as_slice()..end.as_slice()).keys().next() {
+            let first = first?;
+            let level = *first
+                .get(prefix.len())
+                .ok_or_else(|| StoreError::corrupt("a queue key without a priority"))?;
+            let mut level_end = prefix.clone();
+            match level.checked_add(1) {
+                Some(next) => level_end.push(next),
+                None => level_end = end.clone(),
+            }
+            for v in t
+                .queue
+                .range(from.as_slice()..level_end.as_slice())
+                .values()
+            {
+                let item: QueueItem = codec::decode("queue item", &v?)?;
+                let at = item.created_at;
+                if self.load_entry(item)?.at(now).status != ItemStatus::InReview {
+                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                    break;
+                }
+            }
+            if level_end == end {
+                break;
+            }
+            from = level_end;
+        }
+        Ok(oldest)
     }
 
     /// The audit trail, oldest first: of one queue (and one item of it), or of every

@@ -495,3 +495,102 @@ fn items_page_through_open_then_done_within_the_scan_budget() {
         assert!(matches!(e, StoreError::InvalidCursor), "{bad:?}: {e}");
     }
 }
+
+/// The summary the slow way: every item read, as `queue_summaries` once did.
+fn walked_summary(store: &Store, queue: &str, now: u64) -> crate::QueueSummary {
+    let page = store
+        .queue_entries(queue, None, None, usize::MAX, now)
+        .unwrap();
+    assert_eq!(page.next_cursor, None);
+    let mut s = crate::QueueSummary {
+        queue: queue.into(),
+        ..Default::default()
+    };
+    for e in page.entries {
+        match e.status {
+            ItemStatus::Pending => {
+                s.pending += 1;
+                let at = e.item.created_at;
+                s.oldest_pending_at = Some(s.oldest_pending_at.map_or(at, |o: u64| o.min(at)));
+            }
+            ItemStatus::InReview => s.in_review += 1,
+            ItemStatus::Done => s.done += 1,
+        }
+    }
+    s
+}
+
+#[test]
+fn summaries_from_counters_match_reading_every_item() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut items = Vec::new();
+    for i in 0..12u8 {
+        // Priorities 90, 50, 10 in turn: the oldest pending item is not the first in
+        // claim order.
+        items.push(queued(
+            &store,
+            &format!("e{i}"),
+            "q",
+            [90, 50, 10][usize::from(i % 3)],
+        ));
+    }
+    queued(&store, "elsewhere", "q2", 50);
+    let now = now_ms();
+    let check = |at: u64, why: &str| {
+        let summaries = store.queue_summaries(at).unwrap();
+        let q = summaries.iter().find(|s| s.queue == "q").unwrap();
+        assert_eq!(*q, walked_summary(&store, "q", at), "{why}");
+        let q2 = summaries.iter().find(|s| s.queue == "q2").unwrap();
+        assert_eq!(*q2, walked_summary(&store, "q2", at), "{why}");
+    };
+    check(now, "all pending");
+    // alice holds the three 90s (one with a short lease), bob a 50.
+    let short = store.claim("q", "alice", 10, &[], now).unwrap().unwrap();
+    store
+        .claim("q", "alice", MINUTE, &[], now)
+        .unwrap()
+        .unwrap();
+    store
+        .claim("q", "alice", MINUTE, &[], now)
+        .unwrap()
+        .unwrap();
+    let held = store.claim("q", "bob", MINUTE, &[], now).unwrap().unwrap();
+    check(now, "four held");
+    check(now + 10, "one lease just passed");
+    check(now + MINUTE + 1, "every lease passed");
+    // Reviews: one item done (one reviewer needed), one half done (two needed).
+    store
+        .review(
+            review("q", &held.item.id, "bob", Verdict::Approve, now + 1),
+            1,
+        )
+        .unwrap();
+    let again = store
+        .claim("q", "carol", MINUTE, &[], now + 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.item.id, short.item.id,
+        "the passed lease is claimed again"
+    );
+    store
+        .review(
+            review("q", &again.item.id, "carol", Verdict::Reject, now + 21),
+            2,
+        )
+        .unwrap();
+    check(now + 30, "one done, one waiting for a second reviewer");
+    // A release and an erasure.
+    let released = store
+        .claim("q", "dan", MINUTE, &[], now + 40)
+        .unwrap()
+        .unwrap();
+    store
+        .release("q", &released.item.id, "dan", now + 41)
+        .unwrap();
+    store.erase(vec!["e5".into(), "e7".into()], "test").unwrap();
+    check(now + 50, "after a release and an erasure");
+    check(now + 2 * MINUTE, "later still");
+    assert_eq!(items.len(), 12);
+}
