@@ -101,6 +101,27 @@ fn pair(action: &str, actor: &str) -> (String, String) {
     (action.to_string(), actor.to_string())
 }
 
+/// Every page of the listing at `path` (a query string included), following
+/// `next_cursor`: the `list` array of each.
+fn pages(server: &Server, path: &str, list: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_string(),
+        };
+        let (status, body) = server.get(&url);
+        assert_eq!(status, 200, "{url}: {body}");
+        pages.push(body[list].as_array().expect("a list").clone());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "the pages never end");
+    }
+}
+
 #[test]
 fn concurrent_claims_never_hand_out_the_same_item() {
     let server = start("");
@@ -151,34 +172,17 @@ fn concurrent_claims_never_hand_out_the_same_item() {
     assert_eq!(held["items"].as_array().map(Vec::len), Some(24));
     assert_eq!(held["next_cursor"], Value::Null);
     // The same, ten at a time.
-    let mut paged: Vec<String> = Vec::new();
-    let mut cursor = String::new();
-    let mut sizes = Vec::new();
-    loop {
-        let (status, page) = server.get(&format!(
-            "/v1/queues/labeling/items?status=in_review&limit=10{cursor}"
-        ));
-        assert_eq!(status, 200, "{page}");
-        let items = page["items"].as_array().expect("items");
-        sizes.push(items.len());
-        paged.extend(
-            items
-                .iter()
-                .map(|i| i["id"].as_str().expect("id").to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
-    assert_eq!(sizes, [10, 10, 4]);
-    let all: Vec<&str> = held["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| i["id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(paged, all, "the pages make up the listing");
+    let paged = pages(
+        &server,
+        "/v1/queues/labeling/items?status=in_review&limit=10",
+        "items",
+    );
+    assert_eq!(paged.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 4]);
+    assert_eq!(
+        Some(&paged.concat()),
+        held["items"].as_array(),
+        "the pages make up the listing"
+    );
     let (status, err) = server.get("/v1/queues/labeling/items?cursor=nope");
     assert_eq!(
         (status, err["error"]["code"].as_str()),
@@ -443,26 +447,6 @@ fn release_and_bad_requests() {
     assert_eq!(server.get("/v1/queues/labeling/items/nope").0, 404);
 }
 
-/// Every page of `path` (a query string included), following `next_cursor`.
-fn audit_pages(server: &Server, path: &str) -> Vec<Vec<Value>> {
-    let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{path}&cursor={c}"),
-            None => path.to_string(),
-        };
-        let (status, body) = server.get(&url);
-        assert_eq!(status, 200, "{url}: {body}");
-        pages.push(body["entries"].as_array().expect("entries").clone());
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return pages,
-        }
-        assert!(pages.len() < 100, "the pages never end");
-    }
-}
-
 #[test]
 fn the_audit_trail_pages_by_cursor_time_and_order() {
     let server = start("");
@@ -485,11 +469,15 @@ fn the_audit_trail_pages_by_cursor_time_and_order() {
         "oldest first"
     );
 
-    let pages = audit_pages(&server, "/v1/queues/labeling/audit?limit=4");
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1]);
-    assert_eq!(pages.concat(), whole, "the pages make up the trail");
+    let oldest = pages(&server, "/v1/queues/labeling/audit?limit=4", "entries");
+    assert_eq!(oldest.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1]);
+    assert_eq!(oldest.concat(), whole, "the pages make up the trail");
 
-    let newest = audit_pages(&server, "/v1/queues/labeling/audit?order=desc&limit=4");
+    let newest = pages(
+        &server,
+        "/v1/queues/labeling/audit?order=desc&limit=4",
+        "entries",
+    );
     let mut reversed = whole.clone();
     reversed.reverse();
     assert_eq!(newest.concat(), reversed, "newest first");
