@@ -2,14 +2,15 @@
 //! `satisfaction` score per time bucket; per queue, reviews and completed items per
 //! bucket. Computed by scanning the store (events by time, the queue audit trail) an
 //! hour at a time, and kept per hour in a [`StatsCache`] once the hour can no longer
-//! change: the first view of two weeks reads two weeks of events (~10 µs each here),
-//! the next ones only the hours since. It only reads.
+//! change (but for erasures, which the store reports: [`Store::history_since`]): the
+//! first view of two weeks reads two weeks of events (~10 µs each here), the next ones
+//! only the hours since. It only reads.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flywheel_model::{EventRecord, now_ms};
-use flywheel_store::{AuditAction, AuditEntry, EventFilter, Store, StoreError};
+use flywheel_store::{AuditAction, AuditEntry, EventFilter, HistoryChanges, Store, StoreError};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -122,9 +123,9 @@ pub fn compute_cached(
     if !window.from_ms.is_multiple_of(HOUR_MS) || !window.bucket_ms.is_multiple_of(HOUR_MS) {
         return compute(store, window);
     }
-    // Read before the hours: an erasure after this point makes what is put in the
-    // cache now be dropped at the next read.
-    let history = store.history_version();
+    // Before the hours are read: an erasure after this point makes what is put in the
+    // cache now be dropped at the next view.
+    let history = cache.sync(store);
     let settled = now_ms()
         .saturating_sub(SETTLE_MS)
         .min(store.oldest_pending_at()?.unwrap_or(u64::MAX));
@@ -134,14 +135,14 @@ pub fn compute_cached(
     let mut tally = Tally::new(window);
     let mut i = 0;
     while i < hours.len() {
-        if let Some(sums) = cache.get(history, hours[i]) {
+        if let Some(sums) = cache.get(hours[i]) {
             tally.add_hour(hours[i], &sums);
             i += 1;
             continue;
         }
         // A run of hours not kept: one read for all of them, split into hours.
         let start = i;
-        while i < hours.len() && cache.get(history, hours[i]).is_none() {
+        while i < hours.len() && cache.get(hours[i]).is_none() {
             i += 1;
         }
         let run_window = Window {
@@ -193,8 +194,9 @@ impl HourSums {
 }
 
 /// Hours of dashboard figures that can no longer change, so that a view of two weeks
-/// does not read two weeks of events each time. Emptied when the store's history
-/// changes (an erasure, audit pruning), since any hour may have lost something.
+/// does not read two weeks of events each time. An hour is dropped when something in
+/// it is taken from the store (an erasure, audit pruning: see
+/// [`Store::history_since`]); a retention sweep thus drops only the oldest hours.
 #[derive(Default)]
 pub struct StatsCache {
     inner: Mutex<CachedHours>,
@@ -202,19 +204,32 @@ pub struct StatsCache {
 
 #[derive(Default)]
 struct CachedHours {
-    /// The store's history version the hours were read under.
+    /// The store's history version the hours are up to date with.
     history: u64,
     hours: BTreeMap<u64, Arc<HourSums>>,
 }
 
 impl StatsCache {
-    fn get(&self, history: u64, hour: u64) -> Option<Arc<HourSums>> {
+    /// Drops the hours that lost something since the last call, and returns the
+    /// store's history version now (to pass to `put`).
+    fn sync(&self, store: &Store) -> u64 {
         let mut c = self.inner.lock();
-        if c.history != history {
-            c.hours.clear();
-            c.history = history;
+        let (version, changes) = store.history_since(c.history);
+        match changes {
+            HistoryChanges::Spans(spans) => {
+                for (from, to) in spans {
+                    c.hours
+                        .retain(|&hour, _| hour.saturating_add(HOUR_MS) <= from || hour > to);
+                }
+            }
+            HistoryChanges::Everything => c.hours.clear(),
         }
-        c.hours.get(&hour).cloned()
+        c.history = version;
+        version
+    }
+
+    fn get(&self, hour: u64) -> Option<Arc<HourSums>> {
+        self.inner.lock().hours.get(&hour).cloned()
     }
 
     fn put(&self, history: u64, hour: u64, sums: Arc<HourSums>) {
@@ -424,7 +439,8 @@ mod tests {
 
     /// A store with events of two prompt versions across the last `hours` hours (one
     /// every 20 minutes, each scored and routed to a queue), the oldest items reviewed.
-    fn busy_store(dir: &std::path::Path, hours: u64) -> (Store, Vec<String>) {
+    /// Also returns the first event's hour.
+    fn busy_store(dir: &std::path::Path, hours: u64) -> (Store, Vec<String>, u64) {
         let store = Store::open(dir, StoreOptions::default()).expect("store");
         let now = now_ms();
         let first = (now / HOUR_MS - hours) * HOUR_MS;
@@ -464,13 +480,13 @@ mod tests {
             .expect("a review");
             store.review(review, 1).expect("review");
         }
-        (store, ids)
+        (store, ids, first)
     }
 
     #[test]
     fn cached_hours_give_the_figures_of_a_full_read_until_history_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ids) = busy_store(dir.path(), 30);
+        let (store, ids, first) = busy_store(dir.path(), 30);
         let cache = StatsCache::default();
         for (bucket, count) in [(HOUR_MS, 24), (86_400_000, 3), (HOUR_MS, 48)] {
             let window = Window::ending_at(now_ms(), bucket, count);
@@ -499,9 +515,12 @@ mod tests {
             cache.len()
         );
 
-        // An erasure takes something from the past: the cache starts over, and the
-        // figures are those of a full read again.
+        // An erasure takes something from the past: the hour it was in is dropped (and
+        // only it), and the figures are those of a full read again.
+        let kept = cache.len();
         store.erase(ids[3..5].to_vec(), "test").expect("erase");
+        cache.sync(&store);
+        assert_eq!(cache.len(), kept - 1, "events 3 and 4 were in one hour");
         let window = Window::ending_at(now_ms(), 86_400_000, 3);
         let direct = compute(&store, window).expect("compute");
         assert_eq!(
@@ -510,6 +529,20 @@ mod tests {
         );
         let total: u64 = direct.prompts.iter().map(|p| p.events).sum();
         assert_eq!(total, 30 * 3 - 2);
+        assert_eq!(cache.len(), kept, "read again and kept");
+
+        // Pruning the audit trail (the reviews of the first two hours) drops the hours
+        // before its cutoff.
+        let cutoff = first + 2 * HOUR_MS + 2;
+        assert!(store.prune_audit(cutoff).expect("prune") > 0);
+        cache.sync(&store);
+        let before_cutoff = (cutoff - window.from_ms).div_ceil(HOUR_MS) as usize;
+        assert_eq!(cache.len(), kept - before_cutoff);
+        let direct = compute(&store, window).expect("compute");
+        assert_eq!(
+            compute_cached(&store, window, &cache).expect("pruned"),
+            direct
+        );
     }
 
     fn record(at: u64, prompt: (&str, &str), satisfaction: Option<f64>) -> EventRecord {

@@ -175,8 +175,9 @@ impl Store {
                 }
                 self.inner
                     .counters
-                    .audit_prunes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    .history
+                    .lock()
+                    .changed(0, before_ms.saturating_sub(1));
                 removed += keys.len() as u64;
             }
             next_queue = first[..sep].to_vec();

@@ -366,6 +366,13 @@ impl Committer {
         c.processed.store(processed_left, Ordering::Relaxed);
         // After the commit: outcomes prepared before it are checked again when written.
         c.erasures.fetch_add(1, Ordering::SeqCst);
+        let times = targets
+            .iter()
+            .filter_map(|t| t.log_key)
+            .map(|k| u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]));
+        if let (Some(from), Some(to)) = (times.clone().min(), times.max()) {
+            c.history.lock().changed(from, to);
+        }
         Ok(results)
     }
 }

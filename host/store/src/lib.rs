@@ -152,8 +152,41 @@ pub(crate) struct Counters {
     processed: AtomicU64,
     /// Erasures committed since open; see `PreparedOutcome::erasures`.
     erasures: AtomicU64,
-    /// Chunks of audit entries pruned since open; see [`Store::history_version`].
-    audit_prunes: AtomicU64,
+    /// What was taken out of stored history lately; see [`Store::history_since`].
+    history: parking_lot::Mutex<History>,
+}
+
+/// Recent changes to what is stored about the past, for caches of figures about it.
+#[derive(Default)]
+pub(crate) struct History {
+    /// Changes recorded since open.
+    version: u64,
+    /// The latest changes, oldest first: the version each made, and the span of times
+    /// (event `received_at` or audit `at`, inclusive) where something went.
+    spans: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+impl History {
+    /// Changes remembered one by one; a cache further behind starts over.
+    const KEPT: usize = 1024;
+
+    /// Records that things stamped `from..=to` went. Call after the change is written.
+    pub(crate) fn changed(&mut self, from: u64, to: u64) {
+        self.version += 1;
+        self.spans.push_back((self.version, from, to));
+        if self.spans.len() > Self::KEPT {
+            self.spans.pop_front();
+        }
+    }
+}
+
+/// What changed in stored history since a version: see [`Store::history_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryChanges {
+    /// The spans of times (inclusive) where something went.
+    Spans(Vec<(u64, u64)>),
+    /// Too much to list: anything may have changed.
+    Everything,
 }
 
 /// The fixed trees, opened once.
@@ -336,15 +369,28 @@ impl Store {
         self.inner.counters.erasures.load(Ordering::SeqCst)
     }
 
-    /// Changes whenever something already stored is taken away (an erasure, audit
-    /// entries pruned), after the change is written. A cache of figures about the past
-    /// (the dashboard's) notes it when it reads, and starts over when it differs: past
-    /// data otherwise only grows, and only at its recent end.
-    pub fn history_version(&self) -> u64 {
-        let c = &self.inner.counters;
-        c.erasures
-            .load(Ordering::SeqCst)
-            .wrapping_add(c.audit_prunes.load(Ordering::SeqCst))
+    /// What was taken out of stored history (erasures, audit entries pruned) since
+    /// `version`, and the version now. Past data otherwise only grows, and only at its
+    /// recent end, so a cache of figures about the past (the dashboard's) drops just the
+    /// times listed here. Each change is recorded after it is written: a cache that reads
+    /// the version before it reads the store sees every change it might have missed the
+    /// next time it asks.
+    pub fn history_since(&self, version: u64) -> (u64, HistoryChanges) {
+        let h = self.inner.counters.history.lock();
+        let changes = match h.spans.front() {
+            _ if version == h.version => HistoryChanges::Spans(Vec::new()),
+            Some(&(oldest, _, _)) if version < h.version && version + 1 >= oldest => {
+                HistoryChanges::Spans(
+                    h.spans
+                        .iter()
+                        .filter(|(v, _, _)| *v > version)
+                        .map(|&(_, from, to)| (from, to))
+                        .collect(),
+                )
+            }
+            _ => HistoryChanges::Everything,
+        };
+        (h.version, changes)
     }
 
     pub(crate) fn trees(&self) -> &Trees {

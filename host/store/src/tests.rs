@@ -1297,3 +1297,40 @@ fn erasing_while_events_arrive_and_complete_keeps_every_tree_and_count_consisten
     assert_eq!(store.queue_depths().unwrap()["q"], items.len() as u64);
     assert_eq!(store.unprocessed(), store.pending().unwrap().len() as u64);
 }
+
+#[test]
+fn history_lists_the_times_that_lost_something_since_a_version() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.history_since(0), (0, HistoryChanges::Spans(vec![])));
+    store
+        .append(vec![
+            event("a", 1_000),
+            event("b", 2_000),
+            event("c", 3_000),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.history_since(0).0,
+        0,
+        "appends add to the past's recent end only"
+    );
+    store.erase(vec!["a".into(), "c".into()], "test").unwrap();
+    store.erase(vec!["nobody".into()], "test").unwrap();
+    assert_eq!(
+        store.history_since(0),
+        (1, HistoryChanges::Spans(vec![(1_000, 3_000)])),
+        "one erasure, over the times of what it took; none for an unknown id"
+    );
+    assert_eq!(store.history_since(1), (1, HistoryChanges::Spans(vec![])));
+    // A caller further behind than what is remembered hears that anything may have gone.
+    for _ in 0..History::KEPT + 1 {
+        store.inner.counters.history.lock().changed(5, 6);
+    }
+    assert_eq!(store.history_since(1).1, HistoryChanges::Everything);
+    let (now, _) = store.history_since(0);
+    assert_eq!(
+        store.history_since(now - 2).1,
+        HistoryChanges::Spans(vec![(5, 6), (5, 6)])
+    );
+}
