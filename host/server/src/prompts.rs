@@ -474,10 +474,9 @@ impl Prompts {
         self.save(entry)
     }
 
-    /// A version's most recent failures (up to [`MAX_FAILURES`]), newest first. Reads
-    /// the store newest first and stops once it has them, or after [`FAILURE_PAGES`]
-    /// pages of listing: a refine costs the same on a store of a thousand events as on
-    /// one of a hundred million.
+    /// A version's most recent failures (up to 50), newest first. Reads the store newest
+    /// first and stops once it has them, or after 5 pages of listing: a refine costs the
+    /// same on a store of a thousand events as on one of a hundred million.
     pub fn failures(&self, name: &str, version: &str) -> Result<Vec<Event>, PromptError> {
         let filter = EventFilter {
             prompt_name: Some(name.into()),

@@ -175,7 +175,7 @@ impl Store {
     }
 
     /// When the oldest event still waiting for its outcome was received, if any: figures
-    /// about the time before it only change by erasures (see [`Store::history_version`]).
+    /// about the time before it only change by erasures (see [`Store::history_since`]).
     pub fn oldest_pending_at(&self) -> Result<Option<u64>> {
         Ok(self
             .pending_page(None, 1)?
