@@ -663,7 +663,15 @@ impl Prompts {
     /// `refine-after-failures` failures (of a registered prompt), at most once per
     /// `refine-min-interval-secs`.
     pub fn note_failure(&self, prompt: &PromptRef) {
-        if self.refine_after == 0 || self.entry(&prompt.name).is_none() {
+        // Only registered versions: the version is the client's string, and counting any
+        // would let clients grow this map without bound (and refines of it would fail).
+        let registered = self.entry(&prompt.name).is_some_and(|entry| {
+            prompt
+                .version
+                .parse::<u32>()
+                .is_ok_and(|v| entry.get(v).is_some())
+        });
+        if self.refine_after == 0 || !registered {
             return;
         }
         let due = {

@@ -182,16 +182,19 @@ pub struct ItemsPage {
     pub next_cursor: Option<String>,
 }
 
-/// Where an items page is: open items come first, then done ones.
+/// Where an items page is: open items come first, then done ones. The first byte of a
+/// cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum ItemsPhase {
-    Open,
-    Done,
+    Open = 0,
+    Done = 1,
 }
 
-fn items_cursor(phase: u8, rest: &[u8]) -> String {
+/// A cursor: the phase, then the rest of the last key looked at (after `queue \0`).
+fn items_cursor(phase: ItemsPhase, rest: &[u8]) -> String {
     let mut bytes = Vec::with_capacity(1 + rest.len());
-    bytes.push(phase);
+    bytes.push(phase as u8);
     bytes.extend_from_slice(rest);
     hex::encode(bytes)
 }
@@ -643,11 +646,12 @@ impl Store {
             None => (ItemsPhase::Open, None),
             Some(c) => {
                 let bytes = hex::decode(c).map_err(|_| StoreError::InvalidCursor)?;
-                match bytes.split_first() {
-                    Some((0, rest)) => (ItemsPhase::Open, Some(rest.to_vec())),
-                    Some((1, rest)) => (ItemsPhase::Done, Some(rest.to_vec())),
+                let phase = match bytes.first() {
+                    Some(&b) if b == ItemsPhase::Open as u8 => ItemsPhase::Open,
+                    Some(&b) if b == ItemsPhase::Done as u8 => ItemsPhase::Done,
                     _ => return Err(StoreError::InvalidCursor),
-                }
+                };
+                (phase, Some(bytes[1..].to_vec()))
             }
         };
         let mut page = ItemsPage::default();
@@ -679,7 +683,7 @@ impl Store {
                 }
                 scanned += 1;
                 if page.entries.len() == limit || scanned >= budget {
-                    page.next_cursor = Some(items_cursor(0, &key[prefix.len()..]));
+                    page.next_cursor = Some(items_cursor(ItemsPhase::Open, &key[prefix.len()..]));
                     return Ok(page);
                 }
             }
@@ -700,7 +704,7 @@ impl Store {
                 }
                 scanned += 1;
                 if page.entries.len() == limit || scanned >= budget {
-                    page.next_cursor = Some(items_cursor(1, &key[prefix.len()..]));
+                    page.next_cursor = Some(items_cursor(ItemsPhase::Done, &key[prefix.len()..]));
                     return Ok(page);
                 }
             }
