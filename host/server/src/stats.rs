@@ -165,7 +165,7 @@ pub fn compute_cached(
 
 /// One hour's sums, as the cache keeps them.
 #[derive(Debug, Default)]
-pub struct HourSums {
+struct HourSums {
     /// Per prompt version: events, events scored, sum of satisfaction.
     prompts: BTreeMap<(String, String), (u64, u64, f64)>,
     /// Per queue: reviews, completions.

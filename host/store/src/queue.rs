@@ -787,34 +787,6 @@ impl Store {
         Ok(oldest)
     }
 
-    /// The audit trail, oldest first: of one queue (and one item of it), or of every
-    /// queue, one queue after another.
-    pub fn queue_audit(
-        &self,
-        queue: Option<&str>,
-        item_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>> {
-        let prefix = match queue {
-            Some(q) => {
-                codec::check_name(q)?;
-                codec::named_key(q, &[])
-            }
-            None => Vec::new(),
-        };
-        let mut out = Vec::new();
-        for v in self.trees().queue_audit.scan_prefix(prefix).values() {
-            if out.len() == limit {
-                break;
-            }
-            let entry: AuditEntry = codec::decode("audit entry", &v?)?;
-            if item_id.is_none_or(|i| i == entry.item_id) {
-                out.push(entry);
-            }
-        }
-        Ok(out)
-    }
-
     /// Every queue's audit entries from `from_ms` (inclusive) to `to_ms` (exclusive),
     /// queue by queue, each oldest first; read lazily.
     pub fn queue_audit_between(

@@ -46,6 +46,17 @@ fn queued(store: &Store, id: &str, queue: &str, priority: u8) -> String {
     }
 }
 
+/// A queue's whole audit trail (of one item, if given), oldest first.
+fn trail(store: &Store, queue: &str, item: Option<&str>) -> Vec<crate::AuditEntry> {
+    let filter = crate::AuditFilter {
+        item_id: item.map(str::to_owned),
+        ..Default::default()
+    };
+    let page = store.audit_page(queue, &filter, None, 1_000).unwrap();
+    assert_eq!(page.next_cursor, None);
+    page.entries
+}
+
 fn review(queue: &str, item: &str, reviewer: &str, verdict: Verdict, at: u64) -> Review {
     Review {
         queue: queue.into(),
@@ -159,9 +170,7 @@ fn an_expired_lease_puts_the_item_back() {
         store.review(late, 1),
         Err(StoreError::NotClaimed { .. })
     ));
-    let actions: Vec<(AuditAction, String)> = store
-        .queue_audit(Some("q"), Some(&item), 100)
-        .unwrap()
+    let actions: Vec<(AuditAction, String)> = trail(&store, "q", Some(&item))
         .into_iter()
         .map(|a| (a.action, a.actor))
         .collect();
@@ -263,9 +272,7 @@ fn two_reviewers_complete_an_item_and_their_disagreement_shows() {
         "original feedback kept"
     );
 
-    let audit: Vec<AuditAction> = store
-        .queue_audit(Some("q"), None, 100)
-        .unwrap()
+    let audit: Vec<AuditAction> = trail(&store, "q", None)
         .into_iter()
         .map(|a| a.action)
         .collect();
@@ -375,16 +382,14 @@ fn erasing_events_takes_their_items_in_every_state_and_keeps_the_counts() {
         ));
         // The trail says who took each item away.
         for item in [&leased, &released, &done, &partial] {
-            let trail = store.queue_audit(Some("q"), Some(item), 100).unwrap();
-            let last = trail.last().unwrap();
+            let entries = trail(&store, "q", Some(item));
+            let last = entries.last().unwrap();
             assert_eq!(
                 (last.action, last.actor.as_str()),
                 (AuditAction::Erased, "ops")
             );
         }
-        let erased = store
-            .queue_audit(Some("q"), None, 100)
-            .unwrap()
+        let erased = trail(&store, "q", None)
             .into_iter()
             .filter(|a| a.action == AuditAction::Erased)
             .count();
