@@ -132,17 +132,18 @@ pub fn compute_cached(
     let hours: Vec<u64> = (window.from_ms..window.to_ms())
         .step_by(usize::try_from(HOUR_MS).unwrap_or(usize::MAX))
         .collect();
+    let kept = cache.get_all(&hours);
     let mut tally = Tally::new(window);
     let mut i = 0;
     while i < hours.len() {
-        if let Some(sums) = cache.get(hours[i]) {
-            tally.add_hour(hours[i], &sums);
+        if let Some(sums) = &kept[i] {
+            tally.add_hour(hours[i], sums);
             i += 1;
             continue;
         }
         // A run of hours not kept: one read for all of them, split into hours.
         let start = i;
-        while i < hours.len() && cache.get(hours[i]).is_none() {
+        while i < hours.len() && kept[i].is_none() {
             i += 1;
         }
         let run_window = Window {
@@ -218,8 +219,12 @@ impl StatsCache {
         match changes {
             HistoryChanges::Spans(spans) => {
                 for (from, to) in spans {
-                    c.hours
-                        .retain(|&hour, _| hour.saturating_add(HOUR_MS) <= from || hour > to);
+                    // The hours that overlap `from..=to`.
+                    let first = from.saturating_sub(HOUR_MS - 1);
+                    let gone: Vec<u64> = c.hours.range(first..=to).map(|(&h, _)| h).collect();
+                    for hour in gone {
+                        c.hours.remove(&hour);
+                    }
                 }
             }
             HistoryChanges::Everything => c.hours.clear(),
@@ -228,8 +233,10 @@ impl StatsCache {
         version
     }
 
-    fn get(&self, hour: u64) -> Option<Arc<HourSums>> {
-        self.inner.lock().hours.get(&hour).cloned()
+    /// What is kept of each of `hours`.
+    fn get_all(&self, hours: &[u64]) -> Vec<Option<Arc<HourSums>>> {
+        let c = self.inner.lock();
+        hours.iter().map(|h| c.hours.get(h).cloned()).collect()
     }
 
     fn put(&self, history: u64, hour: u64, sums: Arc<HourSums>) {

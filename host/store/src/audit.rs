@@ -143,8 +143,19 @@ impl Store {
     /// A chunk at a time, each its own write, not flushed: a prune lost in a crash is
     /// done again by the next one.
     pub fn prune_audit(&self, before_ms: u64) -> Result<u64> {
-        let t = self.trees();
         let mut removed = 0u64;
+        let pruned = self.prune_audit_into(before_ms, &mut removed);
+        // One change for the whole prune (even one that failed half way), after it.
+        if removed > 0 {
+            let c = &self.inner.counters;
+            c.history.lock().changed(0, before_ms.saturating_sub(1));
+        }
+        pruned.map(|()| removed)
+    }
+
+    /// [`Store::prune_audit`]'s work, counting into `removed` as it goes.
+    fn prune_audit_into(&self, before_ms: u64, removed: &mut u64) -> Result<()> {
+        let t = self.trees();
         // Queue by queue: from the first key of the next queue's range to `before_ms`.
         let mut next_queue: Vec<u8> = Vec::new();
         while let Some(first) = t.queue_audit.range(next_queue.as_slice()..).keys().next() {
@@ -173,17 +184,12 @@ impl Store {
                     let _writing = t.writing();
                     t.queue_audit.apply_batch(batch)?;
                 }
-                self.inner
-                    .counters
-                    .history
-                    .lock()
-                    .changed(0, before_ms.saturating_sub(1));
-                removed += keys.len() as u64;
+                *removed += keys.len() as u64;
             }
             next_queue = first[..sep].to_vec();
             next_queue.push(SEP + 1);
         }
-        Ok(removed)
+        Ok(())
     }
 }
 

@@ -517,6 +517,11 @@ pub(crate) fn log_key(received_at: u64, seq: u64) -> [u8; 16] {
     (u128::from(received_at) << 64 | u128::from(seq)).to_be_bytes()
 }
 
+/// When the event at a `log` key (as one number) was received.
+pub(crate) fn log_received_at(position: u128) -> u64 {
+    (position >> 64) as u64
+}
+
 /// A `log` key as one number, for ordering and the watermark.
 pub(crate) fn decode_log_key(key: &[u8]) -> Result<u128> {
     let arr: [u8; 16] = key

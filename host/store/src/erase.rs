@@ -369,7 +369,7 @@ impl Committer {
         let times = targets
             .iter()
             .filter_map(|t| t.log_key)
-            .map(|k| u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]));
+            .map(|k| codec::log_received_at(u128::from_be_bytes(k)));
         if let (Some(from), Some(to)) = (times.clone().min(), times.max()) {
             c.history.lock().changed(from, to);
         }

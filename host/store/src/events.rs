@@ -135,7 +135,7 @@ pub struct LogPosition(u128);
 impl LogPosition {
     /// When the event here was received (ms since the epoch): positions order by it.
     pub fn received_at(self) -> u64 {
-        (self.0 >> 64) as u64
+        codec::log_received_at(self.0)
     }
 }
 

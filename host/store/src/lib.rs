@@ -167,15 +167,21 @@ pub(crate) struct History {
 }
 
 impl History {
-    /// Changes remembered one by one; a cache further behind starts over.
+    /// Changes kept one by one. Past that the two oldest become one span covering both
+    /// (with the later version): a cache then drops more than it must, never less, and
+    /// a big erasure (thousands of chunks) does not empty it.
     const KEPT: usize = 1024;
 
     /// Records that things stamped `from..=to` went. Call after the change is written.
     pub(crate) fn changed(&mut self, from: u64, to: u64) {
         self.version += 1;
         self.spans.push_back((self.version, from, to));
-        if self.spans.len() > Self::KEPT {
-            self.spans.pop_front();
+        if self.spans.len() > Self::KEPT
+            && let (Some((_, a_from, a_to)), Some((b_version, b_from, b_to))) =
+                (self.spans.pop_front(), self.spans.pop_front())
+        {
+            self.spans
+                .push_front((b_version, a_from.min(b_from), a_to.max(b_to)));
         }
     }
 }
@@ -185,7 +191,7 @@ impl History {
 pub enum HistoryChanges {
     /// The spans of times (inclusive) where something went.
     Spans(Vec<(u64, u64)>),
-    /// Too much to list: anything may have changed.
+    /// The version is not one this store gave out: anything may have changed.
     Everything,
 }
 
@@ -377,18 +383,16 @@ impl Store {
     /// next time it asks.
     pub fn history_since(&self, version: u64) -> (u64, HistoryChanges) {
         let h = self.inner.counters.history.lock();
-        let changes = match h.spans.front() {
-            _ if version == h.version => HistoryChanges::Spans(Vec::new()),
-            Some(&(oldest, _, _)) if version < h.version && version + 1 >= oldest => {
-                HistoryChanges::Spans(
-                    h.spans
-                        .iter()
-                        .filter(|(v, _, _)| *v > version)
-                        .map(|&(_, from, to)| (from, to))
-                        .collect(),
-                )
-            }
-            _ => HistoryChanges::Everything,
+        let changes = if version <= h.version {
+            HistoryChanges::Spans(
+                h.spans
+                    .iter()
+                    .filter(|(v, _, _)| *v > version)
+                    .map(|&(_, from, to)| (from, to))
+                    .collect(),
+            )
+        } else {
+            HistoryChanges::Everything
         };
         (h.version, changes)
     }

@@ -1323,14 +1323,21 @@ fn history_lists_the_times_that_lost_something_since_a_version() {
         "one erasure, over the times of what it took; none for an unknown id"
     );
     assert_eq!(store.history_since(1), (1, HistoryChanges::Spans(vec![])));
-    // A caller further behind than what is remembered hears that anything may have gone.
-    for _ in 0..History::KEPT + 1 {
+    // Past what is kept one by one, the oldest changes merge: a caller far behind
+    // hears of a span covering them all, never less.
+    for _ in 0..History::KEPT {
         store.inner.counters.history.lock().changed(5, 6);
     }
-    assert_eq!(store.history_since(1).1, HistoryChanges::Everything);
-    let (now, _) = store.history_since(0);
+    let (now, HistoryChanges::Spans(spans)) = store.history_since(0) else {
+        panic!("spans");
+    };
+    assert_eq!(now, 1 + History::KEPT as u64);
+    assert_eq!(spans.len(), History::KEPT);
+    assert_eq!(spans[0], (5, 3_000), "the first two, merged");
+    assert_eq!(store.history_since(1).1, store.history_since(0).1);
     assert_eq!(
         store.history_since(now - 2).1,
         HistoryChanges::Spans(vec![(5, 6), (5, 6)])
     );
+    assert_eq!(store.history_since(now + 1).1, HistoryChanges::Everything);
 }
