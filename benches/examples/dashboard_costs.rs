@@ -2,7 +2,8 @@
 //! store of `events` events spread evenly over the last 14 days, each with a
 //! satisfaction score: read in full each time (`stats::compute`, what every view did
 //! before the cache), the first cached view (it reads every hour and keeps the settled
-//! ones), and the views after it (they read only the hours that may still change):
+//! ones, in memory and on disk), the views after it (they read only the hours that may
+//! still change), and the first view after a restart (the settled hours come from disk):
 //!
 //!   cargo run --release -p flywheel-benches --example dashboard_costs -- 200000
 //!
@@ -90,5 +91,21 @@ fn main() {
             None => full = Some(stats),
             Some(f) => assert_eq!(&stats, f, "the cache changes nothing"),
         }
+    }
+
+    // A restart: the hours kept on disk fill a new process's cache.
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen the store");
+    let cache = StatsCache::default();
+    for label in ["after a restart, first view", "after a restart, next view"] {
+        let started = Instant::now();
+        let stats = compute_cached(&store, window, &cache).expect("stats");
+        let took = started.elapsed();
+        println!("{label}: {took:?} ({} hours kept)", cache.len());
+        assert_eq!(
+            Some(&stats),
+            full.as_ref(),
+            "the hours on disk change nothing"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! queue audit entries older than `retention.audit-max-age-days`, at start-up and then
 //! every `sweep-interval-secs`. The `log` is ordered by arrival and the audit trail by
 //! time, so a sweep reads only what it removes (see `Store::erase_matching` and
-//! `Store::prune_audit`).
+//! `Store::prune_audit`). The dashboard's hours kept on disk (`Store::prune_rollups`) go
+//! once they are older than both.
 
 use std::time::Duration;
 
@@ -24,12 +25,31 @@ pub async fn sweep(store: Store, config: RetentionConfig) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Some(age_ms) = events_age {
-            erase_old_events(&store, now_ms().saturating_sub(age_ms)).await;
+        let now = now_ms();
+        let events_cutoff = events_age.map(|age| now.saturating_sub(age));
+        let audit_cutoff = audit_age.map(|age| now.saturating_sub(age));
+        if let Some(cutoff) = events_cutoff {
+            erase_old_events(&store, cutoff).await;
         }
-        if let Some(age_ms) = audit_age {
-            prune_old_audit(&store, now_ms().saturating_sub(age_ms)).await;
+        if let Some(cutoff) = audit_cutoff {
+            prune_old_audit(&store, cutoff).await;
         }
+        // Figures kept about hours before both cutoffs describe nothing left.
+        let before = events_cutoff.into_iter().chain(audit_cutoff).min();
+        if let Some(before) = before {
+            prune_old_rollups(&store, before).await;
+        }
+    }
+}
+
+async fn prune_old_rollups(store: &Store, before: u64) {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.prune_rollups(before)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("pruning old dashboard hours failed (next sweep retries): {e}")
+        }
+        Err(e) => tracing::warn!("pruning old dashboard hours failed: {e}"),
     }
 }
 

@@ -2,9 +2,11 @@
 //! `satisfaction` score per time bucket; per queue, reviews and completed items per
 //! bucket. Computed by scanning the store (events by time, the queue audit trail) an
 //! hour at a time, and kept per hour in a [`StatsCache`] once the hour can no longer
-//! change (but for erasures, which the store reports: [`Store::history_since`]): the
-//! first view of two weeks reads two weeks of events (~10 µs each here), the next ones
-//! only the hours since. It only reads.
+//! change (but for erasures, which the store reports: [`Store::history_since`]), and on
+//! disk as the store's rollups ([`Store::put_rollup`]), so a restart keeps them too: only
+//! the first view of a new store's two weeks reads two weeks of events (~10 µs each
+//! here); later views, before or after a restart, read only the hours since. It writes
+//! nothing but those rollups.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use flywheel_model::{EventRecord, now_ms};
 use flywheel_store::{AuditAction, AuditEntry, EventFilter, HistoryChanges, Store, StoreError};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The cache's unit: hour and day buckets are whole hours.
 const HOUR_MS: u64 = 3_600_000;
@@ -21,6 +23,9 @@ const HOUR_MS: u64 = 3_600_000;
 const SETTLE_MS: u64 = 5 * 60_000;
 /// Most hours kept: the longest window the API allows (1,000 days).
 const MAX_CACHED_HOURS: usize = 24_000;
+/// The store's name for the hours kept on disk ([`Store::put_rollup`]); a change to
+/// [`HourSums`] takes a new name, so older hours are read again, not misread.
+const ROLLUP_KIND: &str = "dashboard-hours.1";
 
 /// The score averaged as "satisfaction" (the `satisfaction` example scorer's name).
 pub const SATISFACTION: &str = "satisfaction";
@@ -132,7 +137,26 @@ pub fn compute_cached(
     let hours: Vec<u64> = (window.from_ms..window.to_ms())
         .step_by(usize::try_from(HOUR_MS).unwrap_or(usize::MAX))
         .collect();
-    let kept = cache.get_all(&hours);
+    let mut kept = cache.get_all(&hours);
+    // Settled hours not in memory (the first view since a start) may be on disk.
+    let mut missing =
+        (0..hours.len()).filter(|&i| kept[i].is_none() && hours[i] + HOUR_MS <= settled);
+    if let Some(first) = missing.next() {
+        let last = missing.next_back().unwrap_or(first);
+        for rollup in store.rollups(ROLLUP_KIND, hours[first], hours[last] + 1)? {
+            let i = usize::try_from((rollup.start - window.from_ms) / HOUR_MS).unwrap_or(0);
+            if rollup.end != rollup.start + HOUR_MS || !rollup.start.is_multiple_of(HOUR_MS) {
+                continue;
+            }
+            if let Some(slot @ None) = kept.get_mut(i)
+                && let Ok(sums) = postcard::from_bytes::<HourSums>(&rollup.bytes)
+            {
+                let sums = Arc::new(sums);
+                cache.put(history, rollup.start, sums.clone());
+                *slot = Some(sums);
+            }
+        }
+    }
     let mut tally = Tally::new(window);
     let mut i = 0;
     while i < hours.len() {
@@ -157,6 +181,7 @@ pub fn compute_cached(
             let sums = Arc::new(HourSums::of_bucket(&run, j));
             tally.add_hour(hour, &sums);
             if hour + HOUR_MS <= settled {
+                keep_on_disk(store, history, hour, &sums);
                 cache.put(history, hour, sums);
             }
         }
@@ -164,8 +189,23 @@ pub fn compute_cached(
     Ok(tally.finish())
 }
 
-/// One hour's sums, as the cache keeps them.
-#[derive(Debug, Default)]
+/// Writes an hour's sums to the store's rollups, for the first view after a restart. A
+/// failure costs only that view's speed, so it is logged, not returned.
+fn keep_on_disk(store: &Store, history: u64, hour: u64, sums: &HourSums) {
+    let written = postcard::to_allocvec(sums)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            store
+                .put_rollup(ROLLUP_KIND, hour, hour + HOUR_MS, history, &bytes)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = written {
+        tracing::warn!(hour, %error, "could not keep an hour of dashboard figures on disk");
+    }
+}
+
+/// One hour's sums, as the cache keeps them (in memory, and on disk as a rollup).
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct HourSums {
     /// Per prompt version: events, events scored, sum of satisfaction.
     prompts: BTreeMap<(String, String), (u64, u64, f64)>,
@@ -550,6 +590,52 @@ mod tests {
             compute_cached(&store, window, &cache).expect("pruned"),
             direct
         );
+    }
+
+    #[test]
+    fn settled_hours_outlive_a_restart_until_an_erasure_touches_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, ids, _) = busy_store(dir.path(), 30);
+        let window = Window::ending_at(now_ms(), 86_400_000, 3);
+        let direct = compute(&store, window).expect("compute");
+        assert_eq!(
+            compute_cached(&store, window, &StatsCache::default()).expect("first"),
+            direct
+        );
+        let on_disk = |store: &Store| {
+            store
+                .rollups(ROLLUP_KIND, window.from_ms, window.to_ms())
+                .expect("rollups")
+                .len()
+        };
+        let kept = on_disk(&store);
+        assert!(kept >= 30, "{kept}");
+
+        // A new process: the cache starts empty and fills from disk.
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        let cache = StatsCache::default();
+        assert_eq!(
+            compute_cached(&store, window, &cache).expect("after restart"),
+            direct
+        );
+        assert_eq!(cache.len(), kept, "every kept hour came from disk");
+
+        // An erasure while the server is stopped (`flywheel erase`) drops the hour it
+        // took from, on disk too; the next start reads that hour again.
+        store.erase(ids[3..5].to_vec(), "test").expect("erase");
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(on_disk(&store), kept - 1);
+        let cache = StatsCache::default();
+        let direct = compute(&store, window).expect("compute");
+        assert_eq!(
+            compute_cached(&store, window, &cache).expect("after erasure"),
+            direct
+        );
+        assert_eq!(on_disk(&store), kept, "read again and kept");
+        let total: u64 = direct.prompts.iter().map(|p| p.events).sum();
+        assert_eq!(total, 30 * 3 - 2);
     }
 
     fn record(at: u64, prompt: (&str, &str), satisfaction: Option<f64>) -> EventRecord {

@@ -143,14 +143,40 @@ impl Store {
     /// A chunk at a time, each its own write, not flushed: a prune lost in a crash is
     /// done again by the next one.
     pub fn prune_audit(&self, before_ms: u64) -> Result<u64> {
+        let span = (0, before_ms.saturating_sub(1));
+        if self.oldest_audit_at()?.is_none_or(|at| at >= before_ms) {
+            return Ok(0);
+        }
+        // One change for the whole prune, written before it (so that figures kept on
+        // disk from before it cannot outlive a crash half way) and again after it (for
+        // figures read while it ran), even if it failed half way.
+        self.record_history(span.0, span.1)?;
         let mut removed = 0u64;
         let pruned = self.prune_audit_into(before_ms, &mut removed);
-        // One change for the whole prune (even one that failed half way), after it.
-        if removed > 0 {
-            let c = &self.inner.counters;
-            c.history.lock().changed(0, before_ms.saturating_sub(1));
-        }
+        self.record_history(span.0, span.1)?;
         pruned.map(|()| removed)
+    }
+
+    /// The time of the oldest audit entry of any queue.
+    fn oldest_audit_at(&self) -> Result<Option<u64>> {
+        let t = self.trees();
+        let mut oldest: Option<u64> = None;
+        let mut next_queue: Vec<u8> = Vec::new();
+        while let Some(first) = t.queue_audit.range(next_queue.as_slice()..).keys().next() {
+            let first = first?;
+            let sep = first
+                .iter()
+                .position(|&b| b == SEP)
+                .ok_or_else(|| StoreError::corrupt("an audit key without a queue name"))?;
+            let at = first
+                .get(sep + 1..sep + 9)
+                .ok_or_else(|| StoreError::corrupt("an audit key without a time"))?;
+            let at = codec::decode_u64("audit time", at)?;
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            next_queue = first[..sep].to_vec();
+            next_queue.push(SEP + 1);
+        }
+        Ok(oldest)
     }
 
     /// [`Store::prune_audit`]'s work, counting into `removed` as it goes.

@@ -30,6 +30,7 @@ use crate::codec::{self, ItemKey};
 use crate::committer::{Committer, Request};
 use crate::error::{Result, StoreError, from_tx};
 use crate::events::EventFilter;
+use crate::history::History;
 use crate::queue::{self, AuditAction, AuditEntry, ItemStatus, QueueEntry, QueueItem};
 use crate::{EVENTS_COUNTER, PROCESSED_COUNTER, Store};
 
@@ -263,10 +264,21 @@ impl Committer {
             &t.queue_items,
             &t.queue_leases,
             &t.queue_audit,
+            &t.history,
         );
+        // The span of times this takes from, recorded in the same transaction (a crash
+        // never keeps the erasure without it). The history lock is taken before the
+        // write gate, as everywhere, and held until the change is in memory too.
+        let times = targets
+            .iter()
+            .filter_map(|t| t.log_key)
+            .map(|k| codec::log_received_at(u128::from_be_bytes(k)));
+        let span = times.clone().min().zip(times.max());
+        let mut history = self.counters.history.lock();
+        let change = span.map(|(from, to)| history.plan(from, to));
         let _writing = t.writing();
         let (results, events_left, processed_left) = from_tx(trees.transaction(
-            |(events, log, counters, outcomes, open, depth, done, states, leases, audit)| {
+            |(events, log, counters, outcomes, open, depth, done, states, leases, audit, past)| {
                 let abort = ConflictableTransactionError::Abort;
                 let mut results = Vec::with_capacity(targets.len());
                 let (mut erased, mut erased_outcomes) = (0u64, 0u64);
@@ -358,6 +370,9 @@ impl Committer {
                         counters.insert(key, &left[slot].to_be_bytes())?;
                     }
                 }
+                if let Some(change) = &change {
+                    History::write_tx(change, past)?;
+                }
                 Ok((results, left[0], left[1]))
             },
         ))?;
@@ -366,12 +381,8 @@ impl Committer {
         c.processed.store(processed_left, Ordering::Relaxed);
         // After the commit: outcomes prepared before it are checked again when written.
         c.erasures.fetch_add(1, Ordering::SeqCst);
-        let times = targets
-            .iter()
-            .filter_map(|t| t.log_key)
-            .map(|k| codec::log_received_at(u128::from_be_bytes(k)));
-        if let (Some(from), Some(to)) = (times.clone().min(), times.max()) {
-            c.history.lock().changed(from, to);
+        if let Some(change) = change {
+            history.apply(change);
         }
         Ok(results)
     }

@@ -20,6 +20,8 @@
 //! | `queue_audit` | queue `\0` `at` ULID                                  | `AuditEntry`              |
 //! | `kv`          | plugin `\0` key                                       | raw bytes                 |
 //! | `kv_usage`    | plugin                                                | `u64`: key + value bytes  |
+//! | `history`     | version (`u64`)                                       | `from` ++ `to`: times where something was erased or pruned (`history`) |
+//! | `rollups`     | kind `\0` `start`                                     | `end` ++ version ++ caller's bytes (`rollup`) |
 //! | `meta/<name>` | caller's key                                          | caller's bytes            |
 //!
 //! Every write that spans trees is one sled transaction, so a crash never leaves an event
@@ -39,6 +41,8 @@
 //! items in `queue`, `queue_items` and `queue_leases`, and adjusts `counters`,
 //! `queue_depth` and `queue_done`, in one transaction; `queue_audit` keeps its entries
 //! (no event content; who erased what) until `prune_audit` removes them by age (`audit`).
+//! The same transaction records the span of times it took from in `history`, which is
+//! how figures kept about the past (`rollups`) know they are out of date.
 //!
 //! A backup (`backup`) copies every tree while the store is in use and writes again the
 //! keys that changed meanwhile; every write holds the store's write gate (shared) so
@@ -60,10 +64,12 @@ mod committer;
 mod erase;
 mod error;
 mod events;
+mod history;
 mod kv;
 mod meta;
 mod plugin_sets;
 mod queue;
+mod rollup;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,10 +85,12 @@ pub use committer::Appended;
 pub use erase::{Erased, Erasure};
 pub use error::{KvError, Result, StoreError};
 pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
+pub use history::HistoryChanges;
 pub use queue::{
     AuditAction, AuditEntry, ITEMS_SCAN_BUDGET, ItemStatus, ItemsPage, Lease, QueueEntry,
     QueueItem, QueueSummary,
 };
+pub use rollup::Rollup;
 
 use committer::Request;
 
@@ -153,46 +161,7 @@ pub(crate) struct Counters {
     /// Erasures committed since open; see `PreparedOutcome::erasures`.
     erasures: AtomicU64,
     /// What was taken out of stored history lately; see [`Store::history_since`].
-    history: parking_lot::Mutex<History>,
-}
-
-/// Recent changes to what is stored about the past, for caches of figures about it.
-#[derive(Default)]
-pub(crate) struct History {
-    /// Changes recorded since open.
-    version: u64,
-    /// The latest changes, oldest first: the version each made, and the span of times
-    /// (event `received_at` or audit `at`, inclusive) where something went.
-    spans: std::collections::VecDeque<(u64, u64, u64)>,
-}
-
-impl History {
-    /// Changes kept one by one. Past that the two oldest become one span covering both
-    /// (with the later version): a cache then drops more than it must, never less, and
-    /// a big erasure (thousands of chunks) does not empty it.
-    const KEPT: usize = 1024;
-
-    /// Records that things stamped `from..=to` went. Call after the change is written.
-    pub(crate) fn changed(&mut self, from: u64, to: u64) {
-        self.version += 1;
-        self.spans.push_back((self.version, from, to));
-        if self.spans.len() > Self::KEPT
-            && let (Some((_, a_from, a_to)), Some((b_version, b_from, b_to))) =
-                (self.spans.pop_front(), self.spans.pop_front())
-        {
-            self.spans
-                .push_front((b_version, a_from.min(b_from), a_to.max(b_to)));
-        }
-    }
-}
-
-/// What changed in stored history since a version: see [`Store::history_since`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryChanges {
-    /// The spans of times (inclusive) where something went.
-    Spans(Vec<(u64, u64)>),
-    /// The version is not one this store gave out: anything may have changed.
-    Everything,
+    history: parking_lot::Mutex<history::History>,
 }
 
 /// The fixed trees, opened once.
@@ -210,6 +179,8 @@ pub(crate) struct Trees {
     queue_audit: sled::Tree,
     kv: sled::Tree,
     kv_usage: sled::Tree,
+    history: sled::Tree,
+    rollups: sled::Tree,
     plugin_sets: Arc<plugin_sets::PluginSets>,
     gate: WriteGate,
 }
@@ -277,10 +248,15 @@ impl Store {
             queue_audit: db.open_tree("queue_audit")?,
             kv: db.open_tree("kv")?,
             kv_usage: db.open_tree("kv_usage")?,
+            history: db.open_tree("history")?,
+            rollups: db.open_tree("rollups")?,
             plugin_sets: Arc::new(plugin_sets::PluginSets::open(&db, gate.clone())?),
             gate,
         };
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            history: parking_lot::Mutex::new(history::History::load(&trees.history)?),
+            ..Counters::default()
+        });
         let stored = match trees.counters.get(EVENTS_COUNTER)? {
             Some(v) => codec::decode_u64("events counter", &v)?,
             None => 0,
@@ -373,28 +349,6 @@ impl Store {
     /// How many erasures the committer has made since open.
     pub(crate) fn erasures(&self) -> u64 {
         self.inner.counters.erasures.load(Ordering::SeqCst)
-    }
-
-    /// What was taken out of stored history (erasures, audit entries pruned) since
-    /// `version`, and the version now. Past data otherwise only grows, and only at its
-    /// recent end, so a cache of figures about the past (the dashboard's) drops just the
-    /// times listed here. Each change is recorded after it is written: a cache that reads
-    /// the version before it reads the store sees every change it might have missed the
-    /// next time it asks.
-    pub fn history_since(&self, version: u64) -> (u64, HistoryChanges) {
-        let h = self.inner.counters.history.lock();
-        let changes = if version <= h.version {
-            HistoryChanges::Spans(
-                h.spans
-                    .iter()
-                    .filter(|(v, _, _)| *v > version)
-                    .map(|&(_, from, to)| (from, to))
-                    .collect(),
-            )
-        } else {
-            HistoryChanges::Everything
-        };
-        (h.version, changes)
     }
 
     pub(crate) fn trees(&self) -> &Trees {

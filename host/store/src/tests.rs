@@ -9,6 +9,7 @@ use flywheel_model::{
 use tempfile::TempDir;
 
 use super::*;
+use crate::history::History;
 
 fn open(dir: &TempDir) -> Store {
     Store::open(dir.path(), StoreOptions::default()).unwrap()
@@ -1326,7 +1327,7 @@ fn history_lists_the_times_that_lost_something_since_a_version() {
     // Past what is kept one by one, the oldest changes merge: a caller far behind
     // hears of a span covering them all, never less.
     for _ in 0..History::KEPT {
-        store.inner.counters.history.lock().changed(5, 6);
+        store.record_history(5, 6).unwrap();
     }
     let (now, HistoryChanges::Spans(spans)) = store.history_since(0) else {
         panic!("spans");
@@ -1340,4 +1341,79 @@ fn history_lists_the_times_that_lost_something_since_a_version() {
         HistoryChanges::Spans(vec![(5, 6), (5, 6)])
     );
     assert_eq!(store.history_since(now + 1).1, HistoryChanges::Everything);
+}
+
+#[test]
+fn rollups_come_back_until_a_change_touches_their_span_even_across_restarts() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .append(vec![
+            event("a", 1_500),
+            event("b", 2_500),
+            event("c", 3_500),
+        ])
+        .unwrap();
+    let v = store.history_since(0).0;
+    for start in [1_000, 2_000, 3_000] {
+        assert!(
+            store
+                .put_rollup("k", start, start + 1_000, v, b"x")
+                .unwrap()
+        );
+    }
+    assert!(store.put_rollup("other", 1_000, 2_000, v, b"y").unwrap());
+    let starts = |store: &Store, kind: &str| -> Vec<u64> {
+        let kept = store.rollups(kind, 0, 10_000).unwrap();
+        kept.iter().map(|r| r.start).collect()
+    };
+    assert_eq!(starts(&store, "k"), [1_000, 2_000, 3_000]);
+    assert_eq!(
+        store.rollups("k", 2_000, 3_000).unwrap(),
+        [Rollup {
+            start: 2_000,
+            end: 3_000,
+            bytes: b"x".to_vec()
+        }]
+    );
+
+    // Erasing `b` touches 2,000..3,000 only, in every kind.
+    store.erase(vec!["b".into()], "test").unwrap();
+    assert_eq!(starts(&store, "k"), [1_000, 3_000]);
+    assert_eq!(starts(&store, "other"), [1_000]);
+    // Figures computed before the erasure are refused; after it, kept.
+    assert!(!store.put_rollup("k", 2_000, 3_000, v, b"stale").unwrap());
+    assert!(
+        store.put_rollup("k", 1_000, 2_000, v, b"x").unwrap(),
+        "untouched"
+    );
+    let v2 = store.history_since(0).0;
+    assert!(store.put_rollup("k", 2_000, 3_000, v2, b"z").unwrap());
+    assert_eq!(starts(&store, "k"), [1_000, 2_000, 3_000]);
+
+    // The history, and so the rollups' versions, survive a restart.
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.history_since(v).0, v2);
+    assert_eq!(starts(&store, "k"), [1_000, 2_000, 3_000]);
+    assert_eq!(store.rollups("k", 2_000, 2_001).unwrap()[0].bytes, b"z");
+    // An erasure with the server stopped (`flywheel erase`) goes through the same path.
+    store.erase(vec!["c".into()], "test").unwrap();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(starts(&store, "k"), [1_000, 2_000]);
+
+    // Pruning the audit trail touches everything before its cutoff, once there is
+    // something to prune; a prune with nothing to take records nothing.
+    let version = store.history_since(0).0;
+    assert_eq!(store.prune_audit(5_000).unwrap(), 0);
+    assert_eq!(store.history_since(0).0, version);
+
+    assert_eq!(
+        store.prune_rollups(2_000).unwrap(),
+        2,
+        "k and other at 1,000"
+    );
+    assert_eq!(starts(&store, "k"), [2_000]);
+    assert!(store.put_rollup("", 0, 1, 0, b"").is_err(), "no kind");
 }
