@@ -199,6 +199,33 @@ fn items_cursor(phase: ItemsPhase, rest: &[u8]) -> String {
     hex::encode(bytes)
 }
 
+/// What a claim needs to know of an item's state (a [`QueueEntry`] read without its item
+/// and its reviews' content).
+#[derive(Deserialize)]
+struct ClaimState {
+    status: ItemStatus,
+    lease: Option<Lease>,
+    #[serde(default)]
+    reviews: Vec<Reviewer>,
+}
+
+#[derive(Deserialize)]
+struct Reviewer {
+    reviewer: String,
+}
+
+impl ClaimState {
+    /// As [`QueueEntry::claimable_by`].
+    fn claimable_by(&self, reviewer: &str, now: u64) -> bool {
+        let free = match self.status {
+            ItemStatus::Pending => true,
+            ItemStatus::InReview => self.lease.as_ref().is_none_or(|l| l.expires_at <= now),
+            ItemStatus::Done => false,
+        };
+        free && !self.reviews.iter().any(|r| r.reviewer == reviewer)
+    }
+}
+
 /// Counts for one queue, as seen at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueSummary {
@@ -345,14 +372,23 @@ impl Store {
     ) -> Result<Option<QueueEntry>> {
         codec::check_name(queue)?;
         let t = self.trees();
-        for item in self.open_items(queue) {
-            let item = item?;
-            if skip.contains(&item.id)
-                || !self.load_entry(item.clone())?.claimable_by(reviewer, now)
+        // The walk passes the items others hold and, in a queue that needs several
+        // reviews, the ones this reviewer already reviewed: it reads only what decides
+        // that (the item's id from its key, its state's status, lease and reviewers).
+        let id_at = queue.len() + 1 + 1 + 8;
+        for entry in t.queue.scan_prefix(codec::named_key(queue, &[])) {
+            let (item_key, value) = entry?;
+            let id = codec::decode_str("queue item id", item_key.get(id_at..).unwrap_or_default())?;
+            if skip.contains(&id) {
+                continue;
+            }
+            let key = entry_key(queue, &id);
+            if let Some(state) = t.queue_items.get(&key)?
+                && !codec::decode::<ClaimState>("queue entry", &state)?.claimable_by(reviewer, now)
             {
                 continue;
             }
-            let key = entry_key(queue, &item.id);
+            let item: QueueItem = codec::decode("queue item", &value)?;
             let audit_keys = self.audit_keys(queue, now);
             let _writing = t.writing();
             let claimed = from_tx(
@@ -600,11 +636,36 @@ impl Store {
                 codec::decode::<QueueEntry>("queue entry", &v)?.at(now),
             ));
         }
-        for item in self.open_items(queue) {
-            let item = item?;
-            if item.id == item_id {
-                return Ok(Some(QueueEntry::new(item)));
+        Ok(self.unclaimed_item(queue, item_id)?.map(QueueEntry::new))
+    }
+
+    /// An open item that has no state yet (never claimed). Its key in `queue` is known
+    /// but for the priority (its id is a ULID of its creation time, see
+    /// [`item_key`]): one read per priority level in use, not a walk of the queue.
+    fn unclaimed_item(&self, queue: &str, item_id: &str) -> Result<Option<QueueItem>> {
+        let Ok(ulid) = ulid::Ulid::from_string(item_id) else {
+            return Ok(None);
+        };
+        let t = self.trees();
+        let prefix = codec::named_key(queue, &[]);
+        let end = queue_end(queue);
+        let mut from = prefix.clone();
+        while let Some(first) = t.queue.range(from.as_slice()..end.as_slice()).keys().next() {
+            let level = *first?
+                .get(prefix.len())
+                .ok_or_else(|| StoreError::corrupt("a queue key without a priority"))?;
+            let mut key = prefix.clone();
+            key.push(level);
+            key.extend_from_slice(&ulid.timestamp_ms().to_be_bytes());
+            key.extend_from_slice(item_id.as_bytes());
+            if let Some(v) = t.queue.get(&key)? {
+                return Ok(Some(codec::decode("queue item", &v)?));
             }
+            let Some(next) = level.checked_add(1) else {
+                break;
+            };
+            from = prefix.clone();
+            from.push(next);
         }
         Ok(None)
     }

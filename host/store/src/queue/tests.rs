@@ -599,3 +599,61 @@ fn summaries_from_counters_match_reading_every_item() {
     check(now + 2 * MINUTE, "later still");
     assert_eq!(items.len(), 12);
 }
+
+#[test]
+fn an_item_never_claimed_is_found_by_id_at_any_priority() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let items: Vec<(String, u8)> = [0u8, 37, 100, 50, 37]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (queued(&store, &format!("e{i}"), "q", p), p))
+        .collect();
+    for (id, priority) in &items {
+        let entry = store.queue_entry("q", id, now_ms()).unwrap().unwrap();
+        assert_eq!(
+            (&entry.item.id, entry.item.priority, entry.status),
+            (id, *priority, ItemStatus::Pending)
+        );
+    }
+    // Unknown: a ULID that names no item, one from another queue, not a ULID at all.
+    let nobody = ulid::Ulid::new().to_string();
+    let elsewhere = queued(&store, "x", "other", 50);
+    for id in [nobody.as_str(), elsewhere.as_str(), "not-an-item", ""] {
+        assert!(
+            store.queue_entry("q", id, now_ms()).unwrap().is_none(),
+            "{id}"
+        );
+    }
+    // Claimed, reviewed once of two, then done: found through its state.
+    let (first, _) = &items[2];
+    let claimed = store
+        .claim("q", "ana", MINUTE, &[], now_ms())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&claimed.item.id, first, "priority 100 goes first");
+    store
+        .review(review("q", first, "ana", Verdict::Approve, now_ms()), 2)
+        .unwrap();
+    let entry = store.queue_entry("q", first, now_ms()).unwrap().unwrap();
+    assert_eq!(
+        (entry.status, entry.reviews.len()),
+        (ItemStatus::Pending, 1)
+    );
+    // ana may not take it again; ben may.
+    let next = store
+        .claim("q", "ana", MINUTE, &[], now_ms())
+        .unwrap()
+        .unwrap();
+    assert_ne!(&next.item.id, first);
+    let ben = store
+        .claim("q", "ben", MINUTE, &[], now_ms())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ben.item.id, first);
+    store
+        .review(review("q", first, "ben", Verdict::Approve, now_ms()), 2)
+        .unwrap();
+    let entry = store.queue_entry("q", first, now_ms()).unwrap().unwrap();
+    assert_eq!(entry.status, ItemStatus::Done);
+}
