@@ -23,14 +23,7 @@ fn main() {
         .nth(1)
         .map_or(200_000, |s| s.parse().expect("events is a number"));
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            durable: false,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open the store");
+    let store = flywheel_benches::scratch_store(dir.path());
     let now = now_ms();
     let first = now - 14 * DAY_MS;
     let step = (now - first) / total;

@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use flywheel_model::{Event, Outcome, Review, now_ms};
-use flywheel_store::{Store, StoreOptions};
 use serde_json::json;
 
 const LEASE_MS: u64 = 600_000;
@@ -21,14 +20,7 @@ fn main() {
         .nth(1)
         .map_or(20_000, |s| s.parse().expect("items is a number"));
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            durable: false,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open the store");
+    let store = flywheel_benches::scratch_store(dir.path());
     let outcome: Outcome = serde_json::from_value(json!({
         "scores": [], "votes": [], "calls": [], "plugins": [], "processed_at": now_ms(),
         "route": {"action": "review", "queue": "compliance", "priority": 50, "reason": "pii"},

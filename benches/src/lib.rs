@@ -172,3 +172,16 @@ pub fn to_sdk(e: &Event) -> flywheel_plugin::Event {
 }
 
 pub mod summary;
+
+/// A store for a bench in `dir`, not durable: a flush costs what the disk costs, which is
+/// not what these benches compare.
+pub fn scratch_store(dir: &std::path::Path) -> flywheel_store::Store {
+    flywheel_store::Store::open(
+        dir,
+        flywheel_store::StoreOptions {
+            durable: false,
+            ..flywheel_store::StoreOptions::default()
+        },
+    )
+    .expect("open the store")
+}

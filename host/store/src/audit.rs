@@ -159,30 +159,22 @@ impl Store {
 
     /// The time of the oldest audit entry of any queue.
     fn oldest_audit_at(&self) -> Result<Option<u64>> {
-        let t = self.trees();
         let mut oldest: Option<u64> = None;
-        let mut next_queue: Vec<u8> = Vec::new();
-        while let Some(first) = t.queue_audit.range(next_queue.as_slice()..).keys().next() {
-            let first = first?;
-            let sep = first
-                .iter()
-                .position(|&b| b == SEP)
-                .ok_or_else(|| StoreError::corrupt("an audit key without a queue name"))?;
+        self.each_queue_audit(|first, sep| {
             let at = first
                 .get(sep + 1..sep + 9)
                 .ok_or_else(|| StoreError::corrupt("an audit key without a time"))?;
             let at = codec::decode_u64("audit time", at)?;
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
-            next_queue = first[..sep].to_vec();
-            next_queue.push(SEP + 1);
-        }
+            Ok(())
+        })?;
         Ok(oldest)
     }
 
-    /// [`Store::prune_audit`]'s work, counting into `removed` as it goes.
-    fn prune_audit_into(&self, before_ms: u64, removed: &mut u64) -> Result<()> {
+    /// Calls `f` with the first audit key of each queue (its oldest entry) and where the
+    /// queue's name ends in it.
+    fn each_queue_audit(&self, mut f: impl FnMut(&[u8], usize) -> Result<()>) -> Result<()> {
         let t = self.trees();
-        // Queue by queue: from the first key of the next queue's range to `before_ms`.
         let mut next_queue: Vec<u8> = Vec::new();
         while let Some(first) = t.queue_audit.range(next_queue.as_slice()..).keys().next() {
             let first = first?;
@@ -190,6 +182,18 @@ impl Store {
                 .iter()
                 .position(|&b| b == SEP)
                 .ok_or_else(|| StoreError::corrupt("an audit key without a queue name"))?;
+            f(&first, sep)?;
+            next_queue = first[..sep].to_vec();
+            next_queue.push(SEP + 1);
+        }
+        Ok(())
+    }
+
+    /// [`Store::prune_audit`]'s work, counting into `removed` as it goes.
+    fn prune_audit_into(&self, before_ms: u64, removed: &mut u64) -> Result<()> {
+        let t = self.trees();
+        // Queue by queue: from its first key to `before_ms`.
+        self.each_queue_audit(|first, sep| {
             let mut end = first[..=sep].to_vec();
             end.extend_from_slice(&before_ms.to_be_bytes());
             loop {
@@ -212,10 +216,8 @@ impl Store {
                 }
                 *removed += keys.len() as u64;
             }
-            next_queue = first[..sep].to_vec();
-            next_queue.push(SEP + 1);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
