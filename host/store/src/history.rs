@@ -147,8 +147,8 @@ impl History {
     }
 
     /// Whether a change after `version` may have taken something stamped in
-    /// `start..end` (as far as the ring can tell: a version it no longer holds, or one
-    /// it never gave out, counts as yes).
+    /// `start..end`. Conservative: changes merged into one span count over the whole
+    /// span, and a version this store never gave out counts as yes.
     pub(crate) fn touched_since(&self, version: u64, start: u64, end: u64) -> bool {
         if version > self.version {
             return true;
