@@ -97,6 +97,29 @@ impl EventFilter {
                 .is_none_or(|f| e.feedback.kind() == f)
     }
 
+    /// What the event's stored JSON must hold for it to match: each exact-match field's
+    /// value, quoted. serde_json escapes only quotes, backslashes and control characters,
+    /// so a value without those is stored as is; one with them is left to
+    /// [`EventFilter::matches`]. A rare filter then decodes only the events that hold its
+    /// values, not every event in range.
+    fn needles(&self) -> Needles {
+        let fields = [
+            &self.user_id,
+            &self.session_id,
+            &self.trace_id,
+            &self.model,
+            &self.prompt_name,
+            &self.prompt_version,
+        ];
+        let finders = fields
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+            .map(|v| memchr::memmem::Finder::new(format!("\"{v}\"").as_bytes()).into_owned())
+            .collect();
+        Needles { finders }
+    }
+
     /// Whether only the time bounds narrow: the `log` range is then the whole answer.
     pub(crate) fn only_time(&self) -> bool {
         let rest = EventFilter {
@@ -125,6 +148,19 @@ impl EventFilter {
             (None, None) => Bound::Unbounded,
         };
         (lower, upper)
+    }
+}
+
+/// Byte strings an event's stored value must hold to match a filter: see
+/// `EventFilter::needles`.
+struct Needles {
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Needles {
+    /// `false` when the event cannot match; `true` when it may (the filter decides).
+    fn may_match(&self, stored: &[u8]) -> bool {
+        self.finders.iter().all(|f| f.find(stored).is_some())
     }
 }
 
@@ -399,9 +435,10 @@ impl Store {
             });
         }
         let t = self.trees();
+        let needles = filter.needles();
         for (scanned, entry) in t.log.range(filter.range(before)).rev().enumerate() {
             let (key, id) = entry?;
-            if let Some(record) = load(t, &key, &id)?
+            if let Some(record) = load(t, &key, &id, &needles)?
                 && filter.matches(&record)
             {
                 events.push(record);
@@ -432,6 +469,7 @@ impl Store {
             done: false,
             keys: self.trees().log.range(filter.range(None)),
             trees: self.trees().clone(),
+            needles: filter.needles(),
             filter: filter.clone(),
         }
     }
@@ -443,6 +481,7 @@ struct Scan {
     done: bool,
     keys: sled::Iter,
     trees: Trees,
+    needles: Needles,
     filter: EventFilter,
 }
 
@@ -460,7 +499,7 @@ impl Iterator for Scan {
         for entry in self.keys.by_ref() {
             match entry
                 .map_err(StoreError::from)
-                .and_then(|(key, id)| load(&self.trees, &key, &id))
+                .and_then(|(key, id)| load(&self.trees, &key, &id, &self.needles))
             {
                 Ok(None) => continue,
                 Ok(Some(r)) if !self.filter.matches(&r) => continue,
@@ -478,10 +517,12 @@ impl Iterator for Scan {
 
 /// The event the `log` entry `key` names; `None` if it was erased since the entry was
 /// read (both go in one transaction, so an entry still there names a missing event only
-/// if the trees disagree).
-fn load(trees: &Trees, key: &[u8], id: &[u8]) -> Result<Option<EventRecord>> {
+/// if the trees disagree), or if its bytes show it cannot pass the filter whose `needles`
+/// these are (then it is not decoded).
+fn load(trees: &Trees, key: &[u8], id: &[u8], needles: &Needles) -> Result<Option<EventRecord>> {
     let id = codec::decode_str("log id", id)?;
     match trees.events.get(&id)? {
+        Some(v) if !needles.may_match(&v) => Ok(None),
         Some(v) => record(trees, &id, &v).map(Some),
         None if !trees.log.contains_key(key)? => Ok(None),
         None => Err(StoreError::corrupt(format!(

@@ -960,6 +960,58 @@ fn list_filters_by_user_session_trace_and_model() {
 }
 
 #[test]
+fn filters_find_values_json_escapes_or_that_others_contain() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Values serde_json escapes (quote, backslash, control characters) or writes as is
+    // (other Unicode, slashes), and values that are part of other values.
+    let users = [
+        "say \"hi\"",
+        "back\\slash",
+        "tab\there",
+        "zoë/ß 🦀",
+        "u7",
+        "u70",
+        "xu7",
+    ];
+    let events = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let mut e = event(&format!("x{i}"), 100 + i as u64);
+            e.user_id = Some((*user).to_string());
+            e.prompt = Some(PromptRef {
+                name: format!("p \"{i}\""),
+                version: (*user).to_string(),
+            });
+            e
+        })
+        .collect();
+    store.append(events).unwrap();
+    for (i, user) in users.iter().enumerate() {
+        let by_user = EventFilter {
+            user_id: Some((*user).to_string()),
+            ..Default::default()
+        };
+        let page = store.list(&by_user, None, 100).unwrap();
+        assert_eq!(ids(&page), [format!("x{i}")], "{user:?}");
+        assert_eq!(store.scan(&by_user).count(), 1, "{user:?}");
+        let by_prompt = EventFilter {
+            prompt_name: Some(format!("p \"{i}\"")),
+            prompt_version: Some((*user).to_string()),
+            ..Default::default()
+        };
+        assert_eq!(store.scan(&by_prompt).count(), 1, "{user:?}");
+    }
+    // A value stored in another field only is no match.
+    let in_output = EventFilter {
+        user_id: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.scan(&in_output).count(), 0);
+}
+
+#[test]
 fn a_list_page_stops_at_its_scan_budget_and_says_where_to_go_on() {
     let (_dir, store) = seeded();
     // 50 ratings among 250 events (every 5th); each page looks at 30 events at most.
