@@ -185,3 +185,47 @@ pub fn scratch_store(dir: &std::path::Path) -> flywheel_store::Store {
     )
     .expect("open the store")
 }
+
+/// Fills `store` with `total` processed events spread evenly over the `days` days before
+/// now, as weeks of traffic leave them: ids `e0`, `e1`, ..., 100 users (`user-{i % 100}`),
+/// sessions of 10 events, three versions of one prompt, each scored 0.75 on
+/// satisfaction and accepted. For the benches of reads that grow with the store.
+pub fn fill_days(store: &flywheel_store::Store, total: u64, days: u64) {
+    const DAY_MS: u64 = 86_400_000;
+    let now = flywheel_model::now_ms();
+    let first = now - days * DAY_MS;
+    let step = (now - first) / total.max(1);
+    let answer = "To reset your password, open Settings, then Security, and choose Reset \
+                  password. The reset link in the email expires after 24 hours.";
+    let outcome: flywheel_model::Outcome = serde_json::from_value(serde_json::json!({
+        "scores": [{"plugin": "satisfaction", "name": "satisfaction", "value": 0.75}],
+        "votes": [], "calls": [], "plugins": [], "processed_at": now,
+        "route": {"action": "accept"},
+    }))
+    .expect("an outcome");
+    let ids: Vec<String> = (0..total).map(|i| format!("e{i}")).collect();
+    for (c, chunk) in ids.chunks(1000).enumerate() {
+        let events = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, id)| {
+                let i = (c * 1000 + j) as u64;
+                serde_json::from_value::<Event>(serde_json::json!({
+                    "id": id, "received_at": first + i * step,
+                    "user_id": format!("user-{}", i % 100),
+                    "session_id": format!("session-{}", i / 10),
+                    "input": "How do I reset my password?", "output": answer,
+                    "context": [answer], "feedback": {"type": "thumbs", "value": "up"},
+                    "prompt": {"name": "support-answer", "version": (i % 3).to_string()},
+                }))
+                .expect("an event")
+            })
+            .collect();
+        store.append(events).expect("append");
+        let items: Vec<(&str, &flywheel_model::Outcome)> =
+            chunk.iter().map(|id| (id.as_str(), &outcome)).collect();
+        store.complete_all(&items).expect("complete");
+    }
+    // What the server's sweeper does every few seconds: later reads start past this.
+    store.advance_watermark().expect("watermark");
+}
