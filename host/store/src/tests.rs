@@ -970,6 +970,7 @@ fn filters_find_values_json_escapes_or_that_others_contain() {
         "back\\slash",
         "tab\there",
         "zoë/ß 🦀",
+        "del\u{7f} nbsp\u{a0} ls\u{2028}",
         "u7",
         "u70",
         "xu7",
