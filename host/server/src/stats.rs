@@ -144,10 +144,11 @@ pub fn compute_cached(
     if let Some(first) = missing.next() {
         let last = missing.next_back().unwrap_or(first);
         for rollup in store.rollups(ROLLUP_KIND, hours[first], hours[last] + 1)? {
-            let i = usize::try_from((rollup.start - window.from_ms) / HOUR_MS).unwrap_or(0);
             if rollup.end != rollup.start + HOUR_MS || !rollup.start.is_multiple_of(HOUR_MS) {
                 continue;
             }
+            // In the window: `rollups` keeps to the range asked for.
+            let i = usize::try_from((rollup.start - window.from_ms) / HOUR_MS).unwrap_or(0);
             if let Some(slot @ None) = kept.get_mut(i)
                 && let Ok(sums) = postcard::from_bytes::<HourSums>(&rollup.bytes)
             {

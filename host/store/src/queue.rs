@@ -116,12 +116,12 @@ impl QueueEntry {
     }
 
     fn claimable_by(&self, reviewer: &str, now: u64) -> bool {
-        let free = match self.status {
-            ItemStatus::Pending => true,
-            ItemStatus::InReview => self.lease_expired(now),
-            ItemStatus::Done => false,
-        };
-        free && !self.reviewed_by(reviewer)
+        claimable(
+            self.status,
+            self.lease.as_ref(),
+            self.reviewed_by(reviewer),
+            now,
+        )
     }
 
     /// The live lease, if `reviewer` holds it; otherwise why not.
@@ -217,13 +217,20 @@ struct Reviewer {
 impl ClaimState {
     /// As [`QueueEntry::claimable_by`].
     fn claimable_by(&self, reviewer: &str, now: u64) -> bool {
-        let free = match self.status {
-            ItemStatus::Pending => true,
-            ItemStatus::InReview => self.lease.as_ref().is_none_or(|l| l.expires_at <= now),
-            ItemStatus::Done => false,
-        };
-        free && !self.reviews.iter().any(|r| r.reviewer == reviewer)
+        let reviewed = self.reviews.iter().any(|r| r.reviewer == reviewer);
+        claimable(self.status, self.lease.as_ref(), reviewed, now)
     }
+}
+
+/// Whether an item in `status`, under `lease`, may be claimed at `now` by someone who has
+/// (or has not) `reviewed` it: pending, or its lease passed, and not theirs to review twice.
+fn claimable(status: ItemStatus, lease: Option<&Lease>, reviewed: bool, now: u64) -> bool {
+    let free = match status {
+        ItemStatus::Pending => true,
+        ItemStatus::InReview => lease.is_none_or(|l| l.expires_at <= now),
+        ItemStatus::Done => false,
+    };
+    free && !reviewed
 }
 
 /// Counts for one queue, as seen at one moment.
