@@ -620,7 +620,7 @@ mod tests {
             compute_cached(&store, window, &cache).expect("after restart"),
             direct
         );
-        assert_eq!(cache.len(), kept, "every kept hour came from disk");
+        assert_eq!(cache.len(), kept, "every settled hour is kept again");
 
         // An erasure while the server is stopped (`flywheel erase`) drops the hour it
         // took from, on disk too; the next start reads that hour again.
@@ -637,6 +637,28 @@ mod tests {
         assert_eq!(on_disk(&store), kept, "read again and kept");
         let total: u64 = direct.prompts.iter().map(|p| p.events).sum();
         assert_eq!(total, 30 * 3 - 2);
+
+        // The hours do come from disk: one rewritten there shows in a new process's view.
+        let marker = HourSums {
+            prompts: BTreeMap::from([(("marker".into(), "1".into()), (7, 0, 0.0))]),
+            queues: BTreeMap::new(),
+        };
+        let bytes = postcard::to_allocvec(&marker).expect("encode");
+        let version = store.history_since(0).0;
+        let hour = window.from_ms;
+        assert!(
+            store
+                .put_rollup(ROLLUP_KIND, hour, hour + HOUR_MS, version, &bytes)
+                .expect("put")
+        );
+        let seen = compute_cached(&store, window, &StatsCache::default()).expect("marked");
+        assert!(
+            seen.prompts
+                .iter()
+                .any(|p| (p.name.as_str(), p.events) == ("marker", 7)),
+            "{:?}",
+            seen.prompts
+        );
     }
 
     fn record(at: u64, prompt: (&str, &str), satisfaction: Option<f64>) -> EventRecord {
