@@ -16,8 +16,8 @@ use flywheel_model::{
     ErrorClass, Event, Feedback, PluginKind, PluginRef, Prompt, Score, Thumb, now_ms,
 };
 use flywheel_runtime::{
-    KvBackend, LoadError, Manifest, MemoryKv, Plugin, PluginStats, PreparedEvent, PreparedScores,
-    Runtime, version_hash,
+    KvBackend, KvFailure, LoadError, Manifest, MemoryKv, Plugin, PluginStats, PreparedEvent,
+    PreparedScores, Runtime, version_hash,
 };
 use flywheel_store::Store;
 use parking_lot::Mutex;
@@ -162,6 +162,36 @@ struct State {
     entries: BTreeMap<String, PluginEntry>,
     /// Loaded versions, by version hash.
     loaded: HashMap<String, Arc<Plugin>>,
+    /// The current shadow candidates, by version hash: loaded apart from `loaded`
+    /// because they run against their own copy of the plugin's kv data.
+    shadow_loaded: HashMap<String, Arc<Plugin>>,
+}
+
+/// The name a shadow candidate's kv data lives under: its own copy, made from the
+/// live data when shadowing starts, so a candidate (a sampler, a rate limiter) never
+/// changes what the live version reads. Plugin names cannot hold `@`.
+pub fn shadow_kv_name(plugin: &str, hash: &str) -> String {
+    format!("{plugin}@{hash}")
+}
+
+/// A kv backend that keeps one shadow candidate's reads and writes in its copy.
+struct ShadowKv {
+    inner: Arc<dyn KvBackend>,
+    name: String,
+}
+
+impl KvBackend for ShadowKv {
+    fn get(&self, _: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure> {
+        self.inner.get(&self.name, key)
+    }
+
+    fn set(&self, _: &str, key: &str, value: &[u8], quota: u64) -> Result<(), KvFailure> {
+        self.inner.set(&self.name, key, value, quota)
+    }
+
+    fn delete(&self, _: &str, key: &str) -> Result<(), KvFailure> {
+        self.inner.delete(&self.name, key)
+    }
 }
 
 /// The registry. Operations are synchronous (they compile wasm): call them off the
@@ -216,32 +246,41 @@ impl Registry {
             state: Mutex::new(State {
                 entries,
                 loaded: HashMap::new(),
+                shadow_loaded: HashMap::new(),
             }),
             dir_errors: Mutex::new(Vec::new()),
         };
         {
             let mut state = registry.state.lock();
-            let wanted: Vec<(String, String)> = state
+            let wanted: Vec<(String, Option<String>, Option<String>)> = state
                 .entries
                 .values()
-                .flat_map(|e| {
-                    e.live
-                        .iter()
-                        .chain(e.shadow.iter())
-                        .map(move |h| (e.name.clone(), h.clone()))
+                .map(|e| {
+                    let shadow = e
+                        .shadow
+                        .clone()
+                        .filter(|_| e.status != PluginStatus::Retired);
+                    (e.name.clone(), e.live.clone(), shadow)
                 })
                 .collect();
-            for (name, hash) in wanted {
-                match registry.load_version(&state, &name, &hash) {
-                    Ok(p) => {
-                        state.loaded.insert(hash, p);
-                    }
-                    Err(e) => {
-                        tracing::error!(plugin = %name, version = %hash, "could not load stored version: {e}")
+            for (name, live, shadow) in wanted {
+                if let Some(hash) = live {
+                    match registry.load_version(&state, &name, &hash, registry.kv.clone()) {
+                        Ok(p) => {
+                            state.loaded.insert(hash, p);
+                        }
+                        Err(e) => {
+                            tracing::error!(plugin = %name, version = %hash, "could not load stored version: {e}")
+                        }
                     }
                 }
+                if let Some(hash) = shadow
+                    && let Err(e) = registry.ensure_shadow(&mut state, &name, &hash, false)
+                {
+                    tracing::error!(plugin = %name, version = %hash, "could not load the shadow version: {e}")
+                }
             }
-            registry.rebuild(&state);
+            registry.rebuild(&mut state);
         }
         Ok(registry)
     }
@@ -251,6 +290,7 @@ impl Registry {
         state: &State,
         name: &str,
         hash: &str,
+        kv: Arc<dyn KvBackend>,
     ) -> Result<Arc<Plugin>, RegistryError> {
         let entry = state
             .entries
@@ -263,14 +303,66 @@ impl Registry {
                 version: hash.into(),
             })?;
         let wasm = load_blob(&self.store, hash)?;
-        let plugin = self
-            .runtime
-            .load(record.manifest.clone(), &wasm, self.kv.clone())?;
+        let plugin = self.runtime.load(record.manifest.clone(), &wasm, kv)?;
         Ok(Arc::new(plugin))
     }
 
-    /// Build the live set from the entries and swap it in.
-    fn rebuild(&self, state: &State) {
+    /// Loads `hash` as the shadow candidate of `name`, over its own copy of the plugin's
+    /// kv data. `fresh` (shadowing starts now) copies the live data; otherwise (a restart)
+    /// the candidate goes on with the copy it had.
+    fn ensure_shadow(
+        &self,
+        state: &mut State,
+        name: &str,
+        hash: &str,
+        fresh: bool,
+    ) -> Result<(), RegistryError> {
+        if state.shadow_loaded.contains_key(hash) {
+            return Ok(());
+        }
+        let copy = shadow_kv_name(name, hash);
+        if fresh {
+            self.store.kv_copy(name, &copy)?;
+        }
+        let kv = Arc::new(ShadowKv {
+            inner: self.kv.clone(),
+            name: copy,
+        });
+        let plugin = self.load_version(state, name, hash, kv)?;
+        state.shadow_loaded.insert(hash.to_string(), plugin);
+        Ok(())
+    }
+
+    /// Forgets the shadow candidates that no longer run, and clears their kv copies
+    /// (including ones left by a server stopped mid-change). Called after a swap, so the
+    /// copies are out of use; a write from an event still in flight on the old set can
+    /// land after the clear, and the next sweep takes it.
+    fn sweep_shadows(&self, state: &mut State) {
+        let current: Vec<String> = state
+            .entries
+            .values()
+            .filter(|e| e.status != PluginStatus::Retired)
+            .filter_map(|e| e.shadow.as_ref().map(|h| shadow_kv_name(&e.name, h)))
+            .collect();
+        state
+            .shadow_loaded
+            .retain(|hash, p| current.contains(&shadow_kv_name(&p.id().name, hash)));
+        let names = match self.store.kv_names() {
+            Ok(names) => names,
+            Err(e) => return tracing::warn!("cannot list kv data to sweep: {e}"),
+        };
+        for name in names {
+            if name.contains('@')
+                && !current.contains(&name)
+                && let Err(e) = self.store.kv_clear(&name, "")
+            {
+                tracing::warn!(copy = %name, "cannot clear a shadow's kv copy: {e}");
+            }
+        }
+    }
+
+    /// Build the live set from the entries, swap it in, and drop what no longer runs.
+    fn rebuild(&self, state: &mut State) {
         let mut live = Vec::new();
         let mut shadows = Vec::new();
         let mut quarantined = Vec::new();
@@ -293,7 +385,10 @@ impl Registry {
                 PluginStatus::Disabled | PluginStatus::Retired => {}
             }
             if entry.status != PluginStatus::Retired
-                && let Some(p) = entry.shadow.as_ref().and_then(|h| state.loaded.get(h))
+                && let Some(p) = entry
+                    .shadow
+                    .as_ref()
+                    .and_then(|h| state.shadow_loaded.get(h))
             {
                 shadows.push(p.clone());
             }
@@ -302,6 +397,7 @@ impl Registry {
         set.shadows = shadows;
         set.quarantined = quarantined;
         self.pipeline.swap(set);
+        self.sweep_shadows(state);
     }
 
     fn persist(&self, entry: &PluginEntry) -> Result<(), RegistryError> {
@@ -373,8 +469,11 @@ impl Registry {
             entry.audit(actor, &format!("upload ({source})"), Some(&hash));
             state.loaded.insert(hash.clone(), plugin);
         }
-        if known && matches!(activation, Activation::Activate | Activation::Shadow) {
+        if known && matches!(activation, Activation::Activate) {
             self.ensure_loaded(&mut state, &manifest.name, &hash)?;
+        }
+        if matches!(activation, Activation::Shadow) {
+            self.ensure_shadow(&mut state, &manifest.name, &hash, true)?;
         }
         let State { entries, .. } = &mut *state;
         let Some(entry) = entries.get_mut(&manifest.name) else {
@@ -393,7 +492,7 @@ impl Registry {
         }
         let entry = entry.clone();
         self.persist(&entry)?;
-        self.rebuild(&state);
+        self.rebuild(&mut state);
         Ok(UploadOutcome {
             name: entry.name,
             hash,
@@ -443,7 +542,7 @@ impl Registry {
         f(self, &mut state, &mut entry)?;
         self.persist(&entry)?;
         state.entries.insert(name.to_string(), entry.clone());
-        self.rebuild(&state);
+        self.rebuild(&mut state);
         Ok(entry)
     }
 
@@ -454,7 +553,7 @@ impl Registry {
         hash: &str,
     ) -> Result<(), RegistryError> {
         if !state.loaded.contains_key(hash) {
-            let p = self.load_version(state, name, hash)?;
+            let p = self.load_version(state, name, hash, self.kv.clone())?;
             state.loaded.insert(hash.to_string(), p);
         }
         Ok(())
@@ -508,6 +607,21 @@ impl Registry {
         })
     }
 
+    /// Record in the plugin's audit trail an operator's action that changes none of its
+    /// versions (e.g. clearing its kv data): nothing is reloaded or swapped.
+    pub fn note(&self, name: &str, actor: &str, action: &str) -> Result<(), RegistryError> {
+        let mut state = self.state.lock();
+        let entry = state
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        let mut changed = entry.clone();
+        changed.audit(actor, action, None);
+        self.persist(&changed)?;
+        *entry = changed;
+        Ok(())
+    }
+
     /// Bring a disabled or quarantined plugin back.
     pub fn enable(&self, name: &str, actor: &str) -> Result<PluginEntry, RegistryError> {
         self.change(name, |_, state, entry| {
@@ -553,7 +667,7 @@ impl Registry {
             match version {
                 Some(v) => {
                     let hash = reg.resolve(entry, v)?;
-                    reg.ensure_loaded(state, name, &hash)?;
+                    reg.ensure_shadow(state, name, &hash, true)?;
                     entry.audit(actor, "shadow", Some(&hash));
                     entry.shadow = Some(hash);
                 }
@@ -600,18 +714,24 @@ impl Registry {
         self.state.lock().entries.get(name).cloned()
     }
 
-    /// Live counters of a loaded version.
+    /// Live counters of a loaded version (of its shadow runs while it is a shadow).
     pub fn stats(&self, hash: &str) -> Option<PluginStats> {
-        self.state
-            .lock()
-            .loaded
+        let state = self.state.lock();
+        state
+            .shadow_loaded
             .get(hash)
+            .or_else(|| state.loaded.get(hash))
             .map(|p| p.counters().snapshot())
     }
 
     /// The `flywheel:policy` version a loaded plugin version was built against.
     pub fn contract(&self, hash: &str) -> Option<&'static str> {
-        self.state.lock().loaded.get(hash).map(|p| p.contract())
+        let state = self.state.lock();
+        state
+            .shadow_loaded
+            .get(hash)
+            .or_else(|| state.loaded.get(hash))
+            .map(|p| p.contract())
     }
 
     /// The component bytes and manifest of a stored version (for replay).

@@ -86,6 +86,7 @@ pub use erase::{Erased, Erasure};
 pub use error::{KvError, Result, StoreError};
 pub use events::{Completion, EventFilter, LIST_SCAN_BUDGET, LogPosition, Page};
 pub use history::HistoryChanges;
+pub use kv::{KvCleared, KvKey, KvPage, MAX_KV_KEY_BYTES};
 pub use queue::{
     AuditAction, AuditEntry, ITEMS_SCAN_BUDGET, ItemStatus, ItemsPage, Lease, QueueEntry,
     QueueItem, QueueSummary,

@@ -1127,6 +1127,111 @@ fn kv_enforces_quota_and_tracks_usage() {
 }
 
 #[test]
+fn kv_keys_page_by_prefix_and_clear_keeps_usage_exact() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let quota = u64::MAX;
+    // More keys than one clear transaction takes, around the prefix's edges.
+    for i in 0..1_200u32 {
+        store
+            .kv_set("p", &format!("user:{i:05}"), &i.to_be_bytes(), quota)
+            .unwrap();
+    }
+    for key in ["user", "user;", "users:1", "a", "zz"] {
+        store.kv_set("p", key, b"xy", quota).unwrap();
+    }
+    // Another plugin, whose name is a prefix of the first's: never seen from `p`.
+    store.kv_set("p-2", "user:00001", b"other", quota).unwrap();
+    store.kv_set("pp", "user:00001", b"other", quota).unwrap();
+
+    let first = store.kv_keys("p", "user:", None, 3).unwrap();
+    let names: Vec<_> = first.keys.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(names, ["user:00000", "user:00001", "user:00002"]);
+    assert_eq!(first.keys[0].value_bytes, 4);
+    assert_eq!(first.next.as_deref(), Some("user:00002"));
+    // Walking every page gives each key once, in order, and ends.
+    let (mut all, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let page = store.kv_keys("p", "user:", after.as_deref(), 500).unwrap();
+        all.extend(page.keys.into_iter().map(|k| k.key));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 1_200);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    // An exact last page says so: no `next`.
+    let last = store.kv_keys("p", "user:", Some("user:01196"), 3).unwrap();
+    assert_eq!(last.keys.len(), 3);
+    assert_eq!(last.next, None);
+    // `after` before the prefix starts at the prefix; after it, nothing.
+    let from_a = store.kv_keys("p", "user:", Some("a"), 1).unwrap();
+    assert_eq!(from_a.keys[0].key, "user:00000");
+    assert!(
+        store
+            .kv_keys("p", "user:", Some("zz"), 10)
+            .unwrap()
+            .keys
+            .is_empty()
+    );
+    let everything = store.kv_keys("p", "", None, 10_000).unwrap();
+    assert_eq!(everything.keys.len(), 1_205);
+    assert_eq!(everything.keys[0].key, "a");
+
+    let before = store.kv_usage("p").unwrap();
+    let cleared = store.kv_clear("p", "user:").unwrap();
+    assert_eq!(cleared.keys, 1_200);
+    assert_eq!(cleared.bytes, 1_200 * (10 + 4));
+    assert_eq!(store.kv_usage("p").unwrap(), before - cleared.bytes);
+    let left: Vec<_> = store
+        .kv_keys("p", "", None, 100)
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
+    assert_eq!(left, ["a", "user", "user;", "users:1", "zz"]);
+    assert_eq!(store.kv_clear("p", "user:").unwrap(), KvCleared::default());
+
+    let rest = store.kv_clear("p", "").unwrap();
+    assert_eq!(rest.keys, 5);
+    assert_eq!(store.kv_usage("p").unwrap(), 0);
+    assert_eq!(store.kv_get("pp", "user:00001").unwrap().unwrap(), b"other");
+    assert_eq!(
+        store.kv_get("p-2", "user:00001").unwrap().unwrap(),
+        b"other"
+    );
+    // The quota counts from zero again, and an emptied name is no longer listed.
+    assert_eq!(store.kv_names().unwrap(), ["p-2", "pp"]);
+    store.kv_set("p", "k", b"12345", 6).unwrap();
+
+    // A copy replaces what its target held, and counts its usage.
+    store.kv_set("p@copy", "stale", b"old", quota).unwrap();
+    for i in 0..600u32 {
+        store.kv_set("p", &format!("n{i:04}"), b"v", quota).unwrap();
+    }
+    let copied = store.kv_copy("p", "p@copy").unwrap();
+    assert_eq!(copied.keys, 601);
+    assert_eq!(
+        store.kv_snapshot("p@copy").unwrap(),
+        store.kv_snapshot("p").unwrap()
+    );
+    assert_eq!(
+        store.kv_usage("p@copy").unwrap(),
+        store.kv_usage("p").unwrap()
+    );
+    // Writes to the copy leave the original alone.
+    store.kv_set("p@copy", "k", b"changed", quota).unwrap();
+    assert_eq!(store.kv_get("p", "k").unwrap().unwrap(), b"12345");
+    assert_eq!(store.kv_names().unwrap(), ["p", "p-2", "p@copy", "pp"]);
+    assert!(matches!(
+        store.kv_keys("a\0b", "", None, 1),
+        Err(StoreError::InvalidName { .. })
+    ));
+}
+
+#[test]
 fn meta_trees_get_set_remove_and_scan() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);

@@ -99,6 +99,19 @@ impl From<flywheel_store::StoreError> for ApiError {
     }
 }
 
+impl From<flywheel_store::KvError> for ApiError {
+    fn from(e: flywheel_store::KvError) -> Self {
+        use flywheel_store::KvError as E;
+        match e {
+            E::Store(e) => Self::from(e),
+            E::InvalidKey => Self::bad_request("invalid_value", "invalid kv key"),
+            E::QuotaExceeded { .. } => {
+                Self::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string())
+            }
+        }
+    }
+}
+
 /// Whether a body error was the connection's body timeout (anywhere in its chain).
 fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);

@@ -26,6 +26,7 @@ pub mod backup;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod plugin_kv;
 pub mod plugins;
 pub mod prompts;
 pub mod queues;
@@ -78,6 +79,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(stats::routes())
         .merge(console::routes())
         .merge(plugins::routes())
+        .merge(plugin_kv::routes())
         .merge(prompts::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

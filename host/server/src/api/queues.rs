@@ -317,7 +317,7 @@ pub struct ItemsQuery {
     pub limit: Option<usize>,
 }
 
-fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
     let limit = asked.unwrap_or(default);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(
