@@ -321,6 +321,28 @@ fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
         "/v1/plugins/hitl-router/shadow/report?from={later}"
     ));
     assert_eq!(none["events"], 0, "{none}");
+    assert_eq!(
+        none["agreement"],
+        Value::Null,
+        "no events, no agreement: {none}"
+    );
+    // The candidate named as `activate` takes it: by manifest version too; a version
+    // that does not exist is a 404, not an empty report.
+    let (status, by_version) = server.get("/v1/plugins/hitl-router/shadow/report?version=0.2.0");
+    assert_eq!(status, 200, "{by_version}");
+    assert_eq!(
+        (
+            by_version["events"].as_u64(),
+            by_version["candidate"].as_str()
+        ),
+        (Some(3), Some(candidate.as_str()))
+    );
+    let (status, body) = server.get("/v1/plugins/hitl-router/shadow/report?version=9.9.9");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("not_found")),
+        "{body}"
+    );
 
     // Promote the candidate: it serves, and nothing shadows any more.
     let (status, _) = server.post(
@@ -437,6 +459,15 @@ fn dropping_files_in_the_plugin_directory_hot_loads_them() {
         1,
         "the new plugin runs: {outcome}"
     );
+    // While nothing changes, the directory is not read again: the scan's own reads of
+    // the files must not set the watcher off (it once rescanned, and logged the bad
+    // file, several times a second for as long as the server ran).
+    let refusals = || server.log().matches("plugin file refused").count();
+    std::thread::sleep(Duration::from_millis(1_000));
+    let settled = refusals();
+    assert!(settled >= 1, "the bad file is logged");
+    std::thread::sleep(Duration::from_millis(2_000));
+    assert_eq!(refusals(), settled, "rescanned with nothing changed");
 }
 
 #[test]
@@ -647,6 +678,27 @@ fn replay_reports_exact_changes_over_a_known_corpus() {
     let shift = &scorer["scores"]["groundedness"];
     assert_eq!(shift["before"]["count"], shift["after"]["count"]);
     assert!(shift["mean_shift"].as_f64().expect("shift").abs() < 1e-9);
+    assert_eq!(scorer["baseline"], "live", "{scorer}");
+
+    // With a router that samples everything live now, the stored outcomes (routed by
+    // the old one) differ from what the routers decide today; the same scorer must
+    // still change nothing: the baseline is the live version run beside it.
+    let (status, _) = server.post(
+        "/v1/plugins/hitl-router/activate",
+        &json!({"version": "0.2.0"}),
+    );
+    assert_eq!(status, 200);
+    let (_, scorer) = server.post(
+        "/v1/replay",
+        &json!({"plugin": "groundedness", "version": "0.2.0"}),
+    );
+    assert_eq!(
+        (scorer["events"].as_u64(), scorer["routes_changed"].as_u64()),
+        (Some(20), Some(0)),
+        "{scorer}"
+    );
+    let (status, _) = server.post("/v1/plugins/hitl-router/rollback", &json!({}));
+    assert_eq!(status, 200);
 
     // The CLI gives the same answer on the stopped server's data directory.
     server.kill9();

@@ -152,6 +152,14 @@ impl Route {
             Route::Accept | Route::Drop { .. } => None,
         }
     }
+
+    /// Whether two routes send an event to the same place: the same action and queue.
+    /// What shadow agreement and replay compare: a priority or a reason worded
+    /// differently is not a different decision.
+    pub fn same_destination(&self, other: &Route) -> bool {
+        self.action() == other.action()
+            && self.queue().map(|t| &t.queue) == other.queue().map(|t| &t.queue)
+    }
 }
 
 /// A prompt template as handed to a refiner.
@@ -486,6 +494,31 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routes_agree_on_where_an_event_goes_not_on_wording() {
+        let label = |queue: &str, priority: u8, reason: &str| {
+            super::Route::Label(super::QueueTarget {
+                queue: queue.into(),
+                priority,
+                reason: reason.into(),
+            })
+        };
+        let sampled = label("qa", 5, "QA sample: 5.0%");
+        assert!(sampled.same_destination(&label("qa", 9, "QA sample: 20.0%")));
+        assert!(!sampled.same_destination(&label("labeling", 5, "QA sample: 5.0%")));
+        let review = super::Route::Review(super::QueueTarget {
+            queue: "qa".into(),
+            priority: 5,
+            reason: String::new(),
+        });
+        assert!(!sampled.same_destination(&review));
+        let dropped = |reason: &str| super::Route::Drop {
+            reason: reason.into(),
+        };
+        assert!(dropped("spam").same_destination(&dropped("duplicate")));
+        assert!(!dropped("spam").same_destination(&super::Route::Accept));
+    }
+
     use super::*;
 
     #[test]

@@ -350,7 +350,7 @@ pub fn shadow_run(
         candidate: candidate.id().clone(),
         replaces,
         scores: own_scores,
-        agrees: &route == live_route,
+        agrees: route.same_destination(live_route),
         votes,
         route,
         calls,

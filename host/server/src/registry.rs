@@ -503,6 +503,15 @@ impl Registry {
         })
     }
 
+    /// The hash of `name`'s version given as a full hash, hash prefix (8+ characters) or
+    /// manifest version, as every endpoint that names a version takes it.
+    pub fn resolve_version(&self, name: &str, version: &str) -> Result<String, RegistryError> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::NotFound(name.into()))?;
+        self.resolve(&entry, version)
+    }
+
     /// Resolve a version by full hash, hash prefix (8+ characters) or manifest version.
     fn resolve(&self, entry: &PluginEntry, version: &str) -> Result<String, RegistryError> {
         let matches: Vec<&VersionRecord> = entry
@@ -826,7 +835,7 @@ impl Registry {
         let (tx, rx) = crossbeam_channel::unbounded::<()>();
         let mut watcher =
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                if res.is_ok_and(|e| changes_files(&e.kind)) {
                     let _ = tx.send(());
                 }
             }) {
@@ -856,6 +865,20 @@ impl Registry {
             .map_err(|e| tracing::error!("cannot start the plugin watcher: {e}"))
             .ok()?;
         Some(watcher)
+    }
+}
+
+/// Whether a directory event can mean a plugin file appeared, changed or went. Reads are
+/// not: the scan itself opens and reads every file, and reacting to that rescanned the
+/// directory (and logged any bad file) several times a second, for good.
+fn changes_files(kind: &notify::EventKind) -> bool {
+    use notify::EventKind as K;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        K::Create(_) | K::Modify(_) | K::Remove(_) | K::Any => true,
+        // A file written and closed: the end of a copy.
+        K::Access(AccessKind::Close(AccessMode::Write)) => true,
+        K::Access(_) | K::Other => false,
     }
 }
 

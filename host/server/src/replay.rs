@@ -1,9 +1,11 @@
 //! Replay: run a candidate plugin version over stored events and report what would
 //! change, before promoting it.
 //!
-//! Each event's stored outcome is the baseline: the candidate replaces the plugin of
-//! its name, and only the candidate (plus the routers, for a scorer candidate) runs;
-//! every other plugin's stored scores and votes are reused. Nothing is written: every
+//! The candidate replaces the plugin of its name, and only the candidate (plus the
+//! routers, for a scorer candidate) runs; every other plugin's stored scores and votes
+//! are reused. The baseline is the plugin's live version run the same way, so that a
+//! router changed since the events were processed is not blamed on the candidate (with
+//! no live version, the stored outcome is the baseline). Nothing is written: every
 //! plugin gets a scratch copy of its key-value data. Work is spread over every core.
 
 use std::collections::BTreeMap;
@@ -99,6 +101,9 @@ pub struct RouteChange {
 pub struct ReplayReport {
     pub candidate: PluginRef,
     pub replaces: Option<PluginRef>,
+    /// `live` (the live version re-run beside the candidate) or `stored` (the stored
+    /// outcomes, when the plugin has no live version).
+    pub baseline: &'static str,
     pub events: u64,
     /// Stored but not yet processed: no baseline to compare with.
     pub skipped_pending: u64,
@@ -154,6 +159,7 @@ impl Acc {
 fn replay_one(
     set: &LiveSet,
     candidate: &Plugin,
+    live: Option<&Plugin>,
     record: &EventRecord,
     examples: usize,
     acc: &mut Acc,
@@ -180,13 +186,38 @@ fn replay_one(
             *acc.errors.entry(e.class.as_str().to_string()).or_default() += 1;
         }
     }
-    for s in outcome.scores.iter().filter(|s| &s.plugin == name) {
-        acc.scores
-            .entry(s.score.name.clone())
-            .or_default()
-            .before
-            .add(s.score.value);
-    }
+    let baseline = live.and_then(|live| {
+        shadow_run(
+            set,
+            live,
+            &prepared,
+            &outcome.scores,
+            &outcome.votes,
+            &outcome.route,
+        )
+    });
+    let before = match &baseline {
+        Some(b) => {
+            for s in &b.scores {
+                acc.scores
+                    .entry(s.name.clone())
+                    .or_default()
+                    .before
+                    .add(s.value);
+            }
+            &b.route
+        }
+        None => {
+            for s in outcome.scores.iter().filter(|s| &s.plugin == name) {
+                acc.scores
+                    .entry(s.score.name.clone())
+                    .or_default()
+                    .before
+                    .add(s.score.value);
+            }
+            &outcome.route
+        }
+    };
     for s in &run.scores {
         acc.scores
             .entry(s.name.clone())
@@ -194,11 +225,11 @@ fn replay_one(
             .after
             .add(s.value);
     }
-    if !run.agrees {
+    if !run.route.same_destination(before) {
         acc.changed += 1;
         let e = acc
             .changes
-            .entry((route_key(&outcome.route), route_key(&run.route)))
+            .entry((route_key(before), route_key(&run.route)))
             .or_default();
         e.0 += 1;
         if e.1.len() < examples {
@@ -263,6 +294,24 @@ pub fn replay(
                 hash: h.clone(),
             })
         });
+    // The live version, as the baseline, on a scratch copy of its own.
+    let live = match &replaces {
+        Some(r) => {
+            let entries = load_entries(store)?;
+            let record = entries
+                .get(&r.name)
+                .and_then(|e| e.versions.iter().find(|v| v.hash == r.hash))
+                .map(|v| v.manifest.clone());
+            match record {
+                Some(m) => {
+                    let blob = load_blob(store, &r.hash)?;
+                    Some(runtime.load(m, &blob, scratch_kv(store, &r.name))?)
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
     let kv = scratch_kv(store, &manifest.name);
     let candidate = runtime.load(manifest, wasm, kv)?;
     let threads = if options.threads > 0 {
@@ -279,11 +328,12 @@ pub fn replay(
                 let rx = rx.clone();
                 let set = &set;
                 let candidate = &candidate;
+                let live = live.as_ref();
                 scope.spawn(move || {
                     let mut acc = Acc::default();
                     while let Ok(chunk) = rx.recv() {
                         for record in &chunk {
-                            replay_one(set, candidate, record, examples, &mut acc);
+                            replay_one(set, candidate, live, record, examples, &mut acc);
                         }
                     }
                     acc
@@ -354,6 +404,7 @@ pub fn replay(
     Ok(ReplayReport {
         candidate: candidate.id().clone(),
         replaces,
+        baseline: if live.is_some() { "live" } else { "stored" },
         events: total.events,
         skipped_pending: total.skipped,
         routes_changed: total.changed,

@@ -474,12 +474,16 @@ async fn shadow_report(
         .registry
         .entry(&name)
         .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
-    let hash = match q.version.or(entry.shadow.clone()) {
-        Some(h) => h,
-        None => {
-            return Err(ApiError::bad_request(
+    let hash = match (q.version, entry.shadow.clone()) {
+        // As `activate` takes it; a version that does not exist is a 404, never an
+        // empty report that reads as full agreement.
+        (Some(v), _) => state.registry.resolve_version(&name, &v)?,
+        (None, Some(h)) => h,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
                 "no_shadow",
-                format!("plugin `{name}` has no shadow version; give ?version=<hash>"),
+                format!("plugin `{name}` has no version in shadow; give ?version="),
             ));
         }
     };
@@ -490,11 +494,7 @@ async fn shadow_report(
         .audit
         .iter()
         .filter(|a| a.action == "shadow")
-        .filter(|a| {
-            a.version
-                .as_deref()
-                .is_some_and(|v| v == hash || v.starts_with(&hash))
-        })
+        .filter(|a| a.version.as_deref() == Some(hash.as_str()))
         .map(|a| a.at)
         .min();
     let filter = EventFilter {
@@ -510,11 +510,12 @@ async fn shadow_report(
         for record in store.scan(&filter) {
             let record = record?;
             let Some(outcome) = &record.outcome else { continue };
-            let Some(run) = outcome.shadow.iter().find(|s| s.candidate.hash == hash || s.candidate.hash.starts_with(&hash)) else {
+            let Some(run) = outcome.shadow.iter().find(|s| s.candidate.hash == hash) else {
                 continue;
             };
             events += 1;
-            if run.agrees {
+            // Where the event goes (outcomes stored before this rule compared whole routes).
+            if run.route.same_destination(&outcome.route) {
                 agree += 1;
             } else {
                 *changes.entry((route_key(&outcome.route), route_key(&run.route))).or_default() += 1;
@@ -530,7 +531,8 @@ async fn shadow_report(
             "from": filter.from_ms,
             "events": events,
             "agree": agree,
-            "agreement": if events > 0 { agree as f64 / events as f64 } else { 1.0 },
+            // No events is no evidence either way.
+            "agreement": (events > 0).then(|| agree as f64 / events as f64),
             "route_changes": changes.into_iter().map(|((from, to), count)| json!({"from": from, "to": to, "count": count})).collect::<Vec<_>>(),
             "differing": differing,
         }))
