@@ -87,6 +87,39 @@ fn plugin_run_takes_config_overrides_and_router_scores() {
 }
 
 #[test]
+fn plugin_run_takes_inline_json_as_its_help_says() {
+    let (ok, stdout, stderr) = run(&[
+        "plugin",
+        "run",
+        plugins::HITL_ROUTER.wasm,
+        "--manifest",
+        plugins::HITL_ROUTER.manifest,
+        "--event",
+        r#"{"input": "q", "output": "Call me at 555-0100", "feedback": {"type": "thumbs", "value": "up"}}"#,
+        "--scores",
+        r#"[{"name": "sensitive", "value": 0.9, "label": "pii", "reason": "a phone number"}]"#,
+    ]);
+    assert!(ok, "{stderr}");
+    let route: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        (route["action"].as_str(), route["queue"].as_str()),
+        (Some("review"), Some("compliance")),
+        "{route}"
+    );
+    // Without scores the router still runs, and says what it was given.
+    let (ok, _, stderr) = run(&[
+        "plugin",
+        "run",
+        plugins::HITL_ROUTER.wasm,
+        "--manifest",
+        plugins::HITL_ROUTER.manifest,
+        "--event",
+        &fixture("event_pii_email_card"),
+    ]);
+    assert!(ok && stderr.contains("no --scores given"), "{stderr}");
+}
+
+#[test]
 fn plugin_run_reports_a_hostile_plugin_with_its_class() {
     let (ok, _, stderr) = run(&[
         "plugin",

@@ -625,6 +625,26 @@ fn listing_filters_and_pages() {
     assert_eq!(seen.len(), 30);
     let (_, thumbs) = server.get("/v1/events?feedback=thumbs&limit=100");
     assert_eq!(thumbs["events"].as_array().map(Vec::len), Some(10));
+    // A misspelt type is an error, not an empty page.
+    let (status, typo) = server.get("/v1/events?feedback=thumb");
+    assert_eq!(
+        (status, &typo["error"]["code"]),
+        (400, &json!("invalid_value")),
+        "{typo}"
+    );
+    // axum's own rejections answer in the API's shape too.
+    let (status, bad_path) = server.get("/v1/events/%FF%FE");
+    assert_eq!(
+        (status, &bad_path["error"]["code"]),
+        (400, &json!("invalid_request")),
+        "{bad_path}"
+    );
+    let (status, bad_query) = server.get("/v1/plugins/satisfaction/shadow/report?limit=-1");
+    assert_eq!(
+        (status, &bad_query["error"]["code"]),
+        (400, &json!("invalid_query")),
+        "{bad_query}"
+    );
     let (_, v4) = server.get("/v1/events?prompt=support-answer&prompt_version=4&limit=100");
     assert_eq!(v4["events"].as_array().map(Vec::len), Some(20));
     let (_, model) = server.get("/v1/events?model=gpt-4o-mini&limit=100");

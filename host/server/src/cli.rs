@@ -35,9 +35,9 @@ pub struct ServeArgs {
 pub struct RunArgs {
     /// The component (`.wasm`).
     wasm: PathBuf,
-    /// Event JSON, in the API's form. For a refiner, give it once per failure, or
-    /// once with a JSON array.
-    #[arg(long, required = true)]
+    /// Event JSON in the API's form, inline or in a file. For a refiner, give it once
+    /// per failure, or once with a JSON array.
+    #[arg(long, required = true, value_name = "JSON|FILE")]
     event: Vec<PathBuf>,
     /// Its manifest; default: `<file>.toml` or `plugin.toml` beside it, else defaults
     /// with the kind detected from the exports.
@@ -46,11 +46,12 @@ pub struct RunArgs {
     /// Override a config value (repeatable): `--config qa-sample-rate=0.5`.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
-    /// For a router: a JSON array of scores (`[{"name", "value", "label", "reason"}]`).
-    #[arg(long)]
+    /// For a router: a JSON array of scores (`[{"name", "value", "label", "reason"}]`),
+    /// inline or in a file. Without it the router sees no scores.
+    #[arg(long, value_name = "JSON|FILE")]
     scores: Option<PathBuf>,
-    /// For a refiner: the prompt JSON (`{"name", "version", "template"}`).
-    #[arg(long)]
+    /// For a refiner: the prompt (`{"name", "version", "template"}`), inline or in a file.
+    #[arg(long, value_name = "JSON|FILE")]
     prompt: Option<PathBuf>,
 }
 
@@ -309,7 +310,14 @@ fn load(
     Ok(runtime.load(manifest, &wasm, Arc::new(MemoryKv::default()))?)
 }
 
+/// A JSON argument: a file's path, or the JSON itself (text starting with `{` or `[`
+/// that names no file), so a quick try needs no file.
 fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let arg = path.to_string_lossy();
+    let inline = arg.trim_start();
+    if (inline.starts_with('{') || inline.starts_with('[')) && !path.exists() {
+        return serde_json::from_str(inline).context("parsing the inline JSON argument");
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -325,12 +333,11 @@ fn read_events(paths: &[PathBuf]) -> Result<Vec<flywheel_model::Event>> {
             one => vec![one],
         };
         for (i, item) in items.iter().enumerate() {
-            let fallback = format!(
-                "{}-{i}",
-                path.file_stem()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default()
-            );
+            let stem = match path.file_stem() {
+                Some(stem) if path.exists() => stem.to_string_lossy(),
+                _ => "event".into(),
+            };
+            let fallback = format!("{stem}-{i}");
             let event = parse_event(item, "", &limits, || fallback, now_ms())
                 .with_context(|| format!("{}: invalid event", path.display()))?;
             out.push(event);
@@ -389,7 +396,10 @@ pub fn plugin_run(args: RunArgs) -> Result<ExitCode> {
                     Some(path) => serde_json::from_value(read_json(path)?).with_context(|| {
                         format!("{}: expected an array of scores", path.display())
                     })?,
-                    None => Vec::new(),
+                    None => {
+                        eprintln!("note: no --scores given; the router sees no scores");
+                        Vec::new()
+                    }
                 };
                 report(
                     &plugin,
@@ -401,7 +411,7 @@ pub fn plugin_run(args: RunArgs) -> Result<ExitCode> {
             let path = args
                 .prompt
                 .as_ref()
-                .context("a refiner needs --prompt <prompt.json>")?;
+                .context("a refiner needs --prompt <JSON or prompt.json>")?;
             let prompt: Prompt = serde_json::from_value(read_json(path)?).with_context(|| {
                 format!("{}: expected {{name, version, template}}", path.display())
             })?;

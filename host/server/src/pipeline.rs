@@ -423,15 +423,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start the worker threads and the backlog sweeper, and resume every event that
-    /// was stored but not processed before the last shutdown or crash.
+    /// Start the worker threads and the backlog sweeper. Events stored but not processed
+    /// before the last shutdown or crash wait for [`Pipeline::resume_stored`]: the
+    /// plugins are loaded after the pipeline starts, and an event decided before that
+    /// would be decided by no plugin at all (accepted unscored, past fail-closed ones).
     pub fn start(store: Store, live: LiveSet, options: PoolOptions) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let shared = Arc::new(Shared {
             store,
             live: ArcSwap::from_pointee(live),
             stats: PipelineStats::default(),
-            backlog: AtomicBool::new(true),
+            backlog: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             quarantine: std::sync::OnceLock::new(),
             prompt_failures: std::sync::OnceLock::new(),
@@ -460,6 +462,11 @@ impl Pipeline {
                 .unwrap_or_else(|e| tracing::error!("could not start backlog sweeper: {e}"));
         }
         Self { shared, tx }
+    }
+
+    /// Resume every event stored but not processed: call once the plugins are in place.
+    pub fn resume_stored(&self) {
+        self.shared.backlog.store(true, Ordering::Release);
     }
 
     /// Hand an accepted event to the workers. Never blocks: when the queue is full the

@@ -203,6 +203,9 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     for p in pipeline.live().all() {
         tracing::info!(plugin = %p.id(), kind = %p.kind(), "plugin live");
     }
+    // Only now, with every stored and directory plugin loaded, may the events left
+    // pending by the last run be decided.
+    pipeline.resume_stored();
     Ok(Arc::new(AppState {
         config,
         store,

@@ -83,6 +83,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(prompts::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -108,6 +109,44 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+}
+
+/// Every error in the API's JSON shape: axum's own rejections (a path segment that is
+/// not UTF-8, say) answer in plain text before a handler runs, so they are rewritten
+/// here, their text kept as the message.
+async fn json_errors(response: Response) -> Response {
+    use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_owned();
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let mut rewritten = ApiError::new(status, code, message).into_response();
+    for name in [ALLOW, RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            rewritten.headers_mut().insert(name, v.clone());
+        }
+    }
+    rewritten
 }
 
 async fn not_found() -> ApiError {

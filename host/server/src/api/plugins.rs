@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -467,9 +468,10 @@ async fn shadow_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Query(q): Query<ReportQuery>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
+    let Query(q) = query?;
     let entry = state
         .registry
         .entry(&name)
