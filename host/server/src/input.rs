@@ -93,6 +93,19 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// A person's words (a correction, a clarification, a comment): required, and not
+    /// blank. An empty correction would become a training row with an empty answer.
+    fn required_text(&self, field: &str, max: usize) -> Result<String, InputError> {
+        let text = self.required_string(field, max)?;
+        if text.trim().is_empty() {
+            return Err(err(
+                "invalid_value",
+                format!("`{}` must not be empty", self.name(field)),
+            ));
+        }
+        Ok(text)
+    }
+
     fn id_string(&self, field: &str) -> Result<Option<String>, InputError> {
         let v = self.string(field, self.limits.max_id_bytes)?;
         if let Some(s) = &v {
@@ -420,13 +433,13 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
             Feedback::Rating { value, scale }
         }
         "correction" => Feedback::Correction {
-            text: f.required_string("text", max_text)?,
+            text: f.required_text("text", max_text)?,
         },
         "clarification" => Feedback::Clarification {
-            text: f.required_string("text", max_text)?,
+            text: f.required_text("text", max_text)?,
         },
         "comment" => Feedback::Comment {
-            text: f.required_string("text", max_text)?,
+            text: f.required_text("text", max_text)?,
         },
         _ => Feedback::None,
     })
@@ -537,7 +550,7 @@ impl RawFeedback {
             _ => None,
         };
         let text = |f: Field<String>| match f {
-            Present(Some(t)) if t.len() <= limits.max_text_bytes => Some(t),
+            Present(Some(t)) if t.len() <= limits.max_text_bytes && !t.trim().is_empty() => Some(t),
             _ => None,
         };
         match (self.kind.as_str(), self.value, self.scale, self.text) {
@@ -680,6 +693,11 @@ mod tests {
                 "invalid_type",
                 "context[1]",
             ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "correction", "text": "  "}}),
+                "invalid_value",
+                "`feedback.text` must not be empty",
+            ),
         ];
         for (value, code, needle) in cases {
             let e = parse(value.clone()).expect_err("invalid");
@@ -786,6 +804,12 @@ mod tests {
                 json!({"type": "rating", "value": 4, "scale": 5, "text": null}),
             ),
             ("feedback", json!({"type": "correction", "text": null})),
+            ("feedback", json!({"type": "correction", "text": ""})),
+            (
+                "feedback",
+                json!({"type": "clarification", "text": " \n\t"}),
+            ),
+            ("feedback", json!({"type": "comment", "text": " "})),
             (
                 "feedback",
                 json!({"type": "correction", "text": "t", "value": 1}),

@@ -424,7 +424,11 @@ impl Store {
     ) -> Result<Page> {
         filter.validate()?;
         let before = match cursor {
-            Some(c) => Some(hex::decode(c).map_err(|_| StoreError::InvalidCursor)?),
+            // A cursor is a `log` key this listing gave out: 16 bytes, nothing else.
+            Some(c) => match hex::decode(c) {
+                Ok(key) if key.len() == 16 => Some(key),
+                _ => return Err(StoreError::InvalidCursor),
+            },
             None => None,
         };
         let mut events = Vec::new();

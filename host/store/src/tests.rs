@@ -839,10 +839,16 @@ fn list_pages_newest_first() {
     assert_eq!(p3.events.len(), 50);
     assert_eq!(p3.events.last().unwrap().event.id, "e000");
     assert_eq!(p3.next_cursor, None);
-    assert!(matches!(
-        store.list(&all, Some("not hex"), 10),
-        Err(StoreError::InvalidCursor)
-    ));
+    // Not hex, empty, or hex of another length: not a cursor this listing gave out.
+    for bad in ["not hex", "", "00ff", &"ab".repeat(17)] {
+        assert!(
+            matches!(
+                store.list(&all, Some(bad), 10),
+                Err(StoreError::InvalidCursor)
+            ),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]

@@ -237,11 +237,14 @@ fn a_backup_taken_while_events_arrive_is_one_point_in_time() {
                 }
             }
         });
+        // Six backups, and more until one has caught writes mid-copy (on a busy machine
+        // the writer can be starved through a few copies); each is checked below.
         let mut backups = Vec::new();
-        while backups.len() < 6 {
+        let mut caught = false;
+        while backups.len() < 6 || (!caught && backups.len() < 200) {
             std::thread::sleep(std::time::Duration::from_millis(30));
             let mut file = Vec::new();
-            store.backup(&mut file).unwrap();
+            caught |= store.backup(&mut file).unwrap().rewritten > 0;
             backups.push(file);
         }
         stop.store(true, SeqCst);
