@@ -75,6 +75,33 @@ fn versions_and_labels() {
         .send()
         .expect("PUT");
     assert_eq!(resp.status().as_u16(), 400);
+    // Body errors carry the codes the events API uses for the same mistakes.
+    for (body, code) in [
+        ("{\"labels\": [\"staging\"]}", "missing_field"),
+        ("{\"template\": \"x\", \"bogus\": 1}", "unknown_field"),
+        (
+            "{\"template\": \"x\", \"labels\": \"production\"}",
+            "invalid_type",
+        ),
+        ("{\"template\": ", "malformed_json"),
+    ] {
+        let resp = server
+            .client
+            .put(server.url("/v1/prompts/support-answer"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("PUT");
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let err: Value = resp.json().expect("json");
+        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+    }
+    let (status, err) = server.post("/v1/plugins/satisfaction/activate", &json!({}));
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (400, &json!("missing_field")),
+        "{err}"
+    );
     let (_, list) = server.get("/v1/prompts");
     assert_eq!(list["prompts"][0]["versions"], 2);
 }

@@ -54,6 +54,22 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A JSON body that does not fit its type, with the code the events API gives the
+    /// same mistake: `malformed_json` (not JSON at all), `missing_field`,
+    /// `unknown_field`, `invalid_type`, else `invalid_value`.
+    pub fn from_json(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let message = e.to_string();
+        let code = match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => "malformed_json",
+            Category::Data if message.starts_with("missing field") => "missing_field",
+            Category::Data if message.starts_with("unknown field") => "unknown_field",
+            Category::Data if message.starts_with("invalid type") => "invalid_type",
+            Category::Data => "invalid_value",
+        };
+        Self::bad_request(code, message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

@@ -361,10 +361,10 @@ struct VersionBody {
 
 async fn parse_version(body: Bytes) -> Result<String, ApiError> {
     let v: VersionBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("expected {{\"version\": \"<hash, hash prefix or manifest version>\"}}: {e}"),
-        )
+        let mut err = ApiError::from_json(&e);
+        err.message =
+            format!("expected {{\"version\": \"<hash, hash prefix or manifest version>\"}}: {e}");
+        err
     })?;
     Ok(v.version)
 }
@@ -573,8 +573,7 @@ async fn replay_handler(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, &[Role::Admin])?;
-    let body: ReplayBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
+    let body: ReplayBody = serde_json::from_slice(&body).map_err(|e| ApiError::from_json(&e))?;
     if let Some(r) = &body.route
         && !["accept", "label", "review", "drop"].contains(&r.as_str())
     {

@@ -49,7 +49,7 @@ impl From<PromptError> for ApiError {
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
+    serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))
 }
 
 const ANY: &[Role] = &[Role::Ingest, Role::Reviewer];
