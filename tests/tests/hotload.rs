@@ -267,6 +267,43 @@ fn upload_activate_rollback_and_refusals() {
         "history kept"
     );
     assert!(shown["audit"].as_array().expect("audit").len() >= 5);
+
+    // Media types match whatever their case; a bare `config.` and a part sent twice are
+    // refused.
+    let resp = server
+        .client
+        .put(server.url("/v1/plugins/satisfaction?activate=true"))
+        .header("content-type", "Application/WASM")
+        .body(wasm(&plugins::SATISFACTION))
+        .send()
+        .expect("PUT");
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "config.=x",
+        wasm(&plugins::SATISFACTION),
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_value")),
+        "{body}"
+    );
+    let manifest = std::fs::read_to_string(plugins::SATISFACTION.manifest).expect("manifest");
+    let multipart = format!(
+        "--b\r\ncontent-disposition: form-data; name=\"manifest\"\r\n\r\n{manifest}\r\n\
+         --b\r\ncontent-disposition: form-data; name=\"manifest\"\r\n\r\n{manifest}\r\n--b--\r\n"
+    );
+    let resp = server
+        .client
+        .put(server.url("/v1/plugins/satisfaction"))
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(multipart)
+        .send()
+        .expect("PUT");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().expect("json");
+    assert_eq!(body["error"]["code"], "duplicate_field", "{body}");
 }
 
 #[test]
@@ -353,6 +390,16 @@ fn a_shadow_candidate_is_recorded_apart_and_reports_agreement() {
     let promoted = submit_wait(&server, "event_thumbs_up_grounded", "s4");
     assert_eq!(promoted["route"]["queue"], "qa");
     assert!(promoted.get("shadow").is_none(), "{promoted}");
+    // The live version cannot shadow itself: it would only agree with itself.
+    let (status, body) = server.post(
+        "/v1/plugins/hitl-router/shadow",
+        &json!({"version": candidate}),
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("conflict")),
+        "{body}"
+    );
 }
 
 #[test]

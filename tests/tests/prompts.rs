@@ -104,6 +104,12 @@ fn versions_and_labels() {
     );
     let (_, list) = server.get("/v1/prompts");
     assert_eq!(list["prompts"][0]["versions"], 2);
+    let created = put_prompt(
+        &server,
+        "labelled-twice",
+        json!({"template": "t", "labels": ["staging", "staging"]}),
+    );
+    assert_eq!(created["labels"], json!(["staging"]), "{created}");
 }
 
 fn close(a: &Value, b: f64) -> bool {
@@ -485,6 +491,12 @@ fn datasets_give_exactly_the_expected_rows() {
         "How do I reset my password?"
     );
 
+    let (status, body) = server.get("/v1/datasets/kto?format=openai");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_value")),
+        "{body}"
+    );
     let (kto, summary) = lines(&server, "/v1/datasets/kto");
     let labels: Vec<(&str, bool)> = kto
         .iter()

@@ -253,6 +253,17 @@ fn an_item_needs_its_reviewers_and_shows_their_disagreement() {
         "{first}"
     );
     let item = first["item"]["id"].as_str().expect("an item").to_string();
+    let (status, refused) = review(
+        &server,
+        &item,
+        "alice",
+        json!({"verdict": "approve", "tags": ["ok\u{0007}"]}),
+    );
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!("invalid_value")),
+        "a tag with a control character: {refused}"
+    );
     let (status, after_one) = review(
         &server,
         &item,

@@ -200,12 +200,18 @@ pub fn parse_event(
                     format!("unknown field `{}`", pf.name(unknown)),
                 ));
             }
+            // Both name a prompt in filters and stats: held to the rules of ids.
+            let required = |field: &str| {
+                pf.id_string(field)?.ok_or_else(|| {
+                    err("missing_field", format!("`{}` is required", pf.name(field)))
+                })
+            };
             let version = match p.get("version") {
                 Some(Value::Number(n)) => n.to_string(),
-                _ => pf.required_string("version", limits.max_id_bytes)?,
+                _ => required("version")?,
             };
             Some(PromptRef {
-                name: pf.required_string("name", limits.max_id_bytes)?,
+                name: required("name")?,
                 version,
             })
         }
@@ -410,11 +416,11 @@ fn parse_feedback(v: &Value, path: &str, limits: &RequestLimits) -> Result<Feedb
         "rating" => {
             let scale = number("scale")?;
             let value = number("value")?;
-            if !RATING_SCALES.contains(&scale) {
+            if !RATING_SCALES.contains(&scale) || scale.fract() != 0.0 {
                 return Err(err(
                     "out_of_range",
                     format!(
-                        "`{}` is {scale}; it must be between {} and {}",
+                        "`{}` is {scale}; it must be a whole number between {} and {}",
                         f.name("scale"),
                         RATING_SCALES.start(),
                         RATING_SCALES.end()
@@ -561,8 +567,10 @@ impl RawFeedback {
             },
             ("rating", value, scale, Absent) => {
                 let (value, scale) = (number(value)?, number(scale)?);
-                (RATING_SCALES.contains(&scale) && (1.0..=scale).contains(&value))
-                    .then_some(Feedback::Rating { value, scale })
+                (RATING_SCALES.contains(&scale)
+                    && scale.fract() == 0.0
+                    && (1.0..=scale).contains(&value))
+                .then_some(Feedback::Rating { value, scale })
             }
             ("correction", Absent, Absent, t) => text(t).map(|text| Feedback::Correction { text }),
             ("clarification", Absent, Absent, t) => {
@@ -584,11 +592,10 @@ impl RawEvent {
         assign_id: &mut impl FnMut() -> String,
         received_at: u64,
     ) -> Option<Event> {
-        let id_ok = |v: &Option<String>| {
-            v.as_ref().is_none_or(|s| {
-                !s.is_empty() && s.len() <= limits.max_id_bytes && !s.chars().any(char::is_control)
-            })
+        let id = |s: &str| {
+            !s.is_empty() && s.len() <= limits.max_id_bytes && !s.chars().any(char::is_control)
         };
+        let id_ok = |v: &Option<String>| v.as_deref().is_none_or(id);
         let text_ok = |s: &str| s.len() <= limits.max_text_bytes;
         let short_ok = |s: &str| s.len() <= limits.max_id_bytes;
         let ok = [
@@ -603,7 +610,7 @@ impl RawEvent {
             && self
                 .prompt
                 .as_ref()
-                .is_none_or(|p| short_ok(&p.name) && short_ok(&p.version))
+                .is_none_or(|p| id(&p.name) && id(&p.version))
             && text_ok(&self.input)
             && text_ok(&self.output)
             && self.context.as_ref().is_none_or(|c| {
@@ -697,6 +704,16 @@ mod tests {
                 json!({"input": "q", "output": "a", "feedback": {"type": "correction", "text": "  "}}),
                 "invalid_value",
                 "`feedback.text` must not be empty",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "rating", "value": 2, "scale": 2.5}}),
+                "out_of_range",
+                "whole number",
+            ),
+            (
+                json!({"input": "q", "output": "a", "feedback": {"type": "none"}, "prompt": {"name": "", "version": "1"}}),
+                "invalid_value",
+                "`prompt.name` must not be empty",
             ),
         ];
         for (value, code, needle) in cases {
@@ -805,6 +822,13 @@ mod tests {
             ),
             ("feedback", json!({"type": "correction", "text": null})),
             ("feedback", json!({"type": "correction", "text": ""})),
+            (
+                "feedback",
+                json!({"type": "rating", "value": 2, "scale": 2.5}),
+            ),
+            ("prompt", json!({"name": "", "version": "1"})),
+            ("prompt", json!({"name": "p", "version": ""})),
+            ("prompt", json!({"name": "p\u{0007}", "version": "1"})),
             (
                 "feedback",
                 json!({"type": "clarification", "text": " \n\t"}),

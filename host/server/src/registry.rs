@@ -473,6 +473,9 @@ impl Registry {
             self.ensure_loaded(&mut state, &manifest.name, &hash)?;
         }
         if matches!(activation, Activation::Shadow) {
+            if let Some(entry) = state.entries.get(&manifest.name) {
+                refuse_shadowing_live(entry, &hash)?;
+            }
             self.ensure_shadow(&mut state, &manifest.name, &hash, true)?;
         }
         let State { entries, .. } = &mut *state;
@@ -676,6 +679,7 @@ impl Registry {
             match version {
                 Some(v) => {
                     let hash = reg.resolve(entry, v)?;
+                    refuse_shadowing_live(entry, &hash)?;
                     reg.ensure_shadow(state, name, &hash, true)?;
                     entry.audit(actor, "shadow", Some(&hash));
                     entry.shadow = Some(hash);
@@ -880,6 +884,19 @@ fn changes_files(kind: &notify::EventKind) -> bool {
         K::Access(AccessKind::Close(AccessMode::Write)) => true,
         K::Access(_) | K::Other => false,
     }
+}
+
+/// A shadow compares a candidate with the live version: the live version itself would
+/// run twice per event and agree with itself, telling nothing.
+fn refuse_shadowing_live(entry: &PluginEntry, hash: &str) -> Result<(), RegistryError> {
+    if entry.live.as_deref() == Some(hash) && entry.status != PluginStatus::Retired {
+        return Err(RegistryError::Conflict(format!(
+            "version {} of `{}` is the live one; shadow another version beside it",
+            &hash[..hash.len().min(12)],
+            entry.name
+        )));
+    }
+    Ok(())
 }
 
 fn set_live(entry: &mut PluginEntry, hash: &str, actor: &str) {

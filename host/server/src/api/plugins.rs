@@ -205,6 +205,12 @@ fn manifest_from_query(
             "kv_quota_kib" => m.limits.kv_quota_kib = num(key, value)?,
             "activate" | "shadow" => {}
             other => match other.strip_prefix("config.") {
+                Some("") => {
+                    return Err(ApiError::bad_request(
+                        "invalid_value",
+                        "`config.` needs a key: `config.<key>=<value>`",
+                    ));
+                }
                 Some(k) => {
                     m.config.insert(k.to_string(), value.clone());
                 }
@@ -278,12 +284,22 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_string();
+        // Media types are case-insensitive (RFC 9110).
+        .to_ascii_lowercase();
     let (manifest, wasm) = if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state).await?;
         let (mut manifest, mut wasm) = (None, None);
         while let Some(field) = multipart.next_field().await? {
-            match field.name().unwrap_or("") {
+            let name = field.name().unwrap_or("").to_owned();
+            let twice = || {
+                ApiError::bad_request(
+                    "duplicate_field",
+                    format!("multipart part `{name}` is sent twice"),
+                )
+            };
+            match name.as_str() {
+                "manifest" if manifest.is_some() => return Err(twice()),
+                "component" | "wasm" if wasm.is_some() => return Err(twice()),
                 "manifest" => {
                     let text = field.text().await?;
                     manifest =

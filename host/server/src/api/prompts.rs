@@ -125,7 +125,10 @@ async fn create(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, &[Role::Admin])?;
-    let b: CreateBody = json_body(&body)?;
+    let mut b: CreateBody = json_body(&body)?;
+    // A label named twice points at the version once; answer what is stored.
+    let mut seen = std::collections::HashSet::new();
+    b.labels.retain(|l| seen.insert(l.clone()));
     let labels = b.labels.clone();
     let (_, version) = state.prompts.create_version(
         &name,
@@ -326,6 +329,12 @@ impl DatasetQuery {
             Some("openai") => Format::Openai,
             Some(other) => return Err(format!("`format` is `{other}`; expected trl or openai")),
         };
+        if kind == Kind::Kto && format == Format::Openai {
+            return Err(
+                "OpenAI has no KTO format: kto rows are TRL's (`format=openai` is for dpo; sft rows are already OpenAI's chat format)"
+                    .to_owned(),
+            );
+        }
         if let Some(q) = self.min_quality
             && !(0.0..=1.0).contains(&q)
         {

@@ -222,14 +222,15 @@ impl ReviewInput {
                 format!("more than {MAX_TAGS} `tags`"),
             ));
         }
-        if let Some(t) = self
-            .tags
-            .iter()
-            .find(|t| t.trim().is_empty() || t.len() > limits.max_id_bytes)
-        {
+        if let Some(t) = self.tags.iter().find(|t| {
+            t.trim().is_empty() || t.len() > limits.max_id_bytes || t.chars().any(char::is_control)
+        }) {
             return Err(ApiError::bad_request(
                 "invalid_value",
-                format!("tag {t:?} must be 1 to {} bytes", limits.max_id_bytes),
+                format!(
+                    "tag {t:?} must be 1 to {} bytes, without control characters",
+                    limits.max_id_bytes
+                ),
             ));
         }
         for (field, text) in [
