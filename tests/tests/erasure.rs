@@ -240,6 +240,12 @@ fn the_cli_erases_from_a_stopped_servers_data() {
     };
     let (ok, _, stderr) = erase(&[]);
     assert!(!ok && stderr.contains("name what to erase"), "{stderr}");
+    // The API's filters, checked as the API checks them.
+    let (ok, _, stderr) = erase(&["--feedback", "emoji"]);
+    assert!(!ok && stderr.contains("unknown feedback type"), "{stderr}");
+    let (ok, out, stderr) = erase(&["--route", "review", "--feedback", "comment"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(out["erased"], 0, "{out}");
     let (ok, out, stderr) = erase(&["--user-id", "u-x", "--id", "c", "--id", "nope"]);
     assert!(ok, "{stderr}");
     assert_eq!(

@@ -107,6 +107,9 @@ pub struct ReplayArgs {
     /// At most this many events.
     #[arg(long)]
     limit: Option<usize>,
+    /// Example event ids kept per route change.
+    #[arg(long, default_value_t = 5)]
+    examples: usize,
 }
 
 pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
@@ -159,7 +162,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode> {
             ..Default::default()
         },
         limit: args.limit,
-        examples: 5,
+        examples: args.examples,
         threads: 0,
     };
     let report = flywheel::replay::replay(&store, &runtime, manifest, &wasm, &options)?;
@@ -465,6 +468,19 @@ pub struct EraseArgs {
     /// Only events of this `trace_id`.
     #[arg(long)]
     trace_id: Option<String>,
+    /// Only events answered by this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Only events whose route is this: accept, label, review, drop, pending.
+    #[arg(long)]
+    route: Option<String>,
+    /// Only events routed to this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only events with this feedback type: thumbs, rating, correction, clarification,
+    /// comment, none.
+    #[arg(long)]
+    feedback: Option<String>,
 }
 
 /// Who erased, in the queues' audit trail, when it was done with `flywheel erase`.
@@ -479,7 +495,10 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode> {
         user_id: args.user_id,
         session_id: args.session_id,
         trace_id: args.trace_id,
-        ..flywheel_store::EventFilter::default()
+        model: args.model,
+        route: args.route,
+        queue: args.queue,
+        feedback: args.feedback,
     };
     if args.ids.is_empty() && filter.is_empty() {
         anyhow::bail!(

@@ -52,12 +52,30 @@ pub struct EventFilter {
 
 const ROUTES: [&str; 5] = ["accept", "label", "review", "drop", "pending"];
 
+/// The feedback types a filter may name (`Feedback::kind`).
+const FEEDBACK_KINDS: [&str; 6] = [
+    "thumbs",
+    "rating",
+    "correction",
+    "clarification",
+    "comment",
+    "none",
+];
+
 impl EventFilter {
     fn validate(&self) -> Result<()> {
-        match &self.route {
-            Some(r) if !ROUTES.contains(&r.as_str()) => Err(StoreError::InvalidFilter {
+        match (&self.route, &self.feedback) {
+            (Some(r), _) if !ROUTES.contains(&r.as_str()) => Err(StoreError::InvalidFilter {
                 reason: format!("unknown route {r:?}; expected one of {}", ROUTES.join(", ")),
             }),
+            (_, Some(f)) if !FEEDBACK_KINDS.contains(&f.as_str()) => {
+                Err(StoreError::InvalidFilter {
+                    reason: format!(
+                        "unknown feedback type {f:?}; expected one of {}",
+                        FEEDBACK_KINDS.join(", ")
+                    ),
+                })
+            }
             _ => Ok(()),
         }
     }

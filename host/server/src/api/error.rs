@@ -100,6 +100,7 @@ impl From<flywheel_store::StoreError> for ApiError {
             // E.g. an event erased while `?wait=true` was deciding it.
             E::NoSuchItem { .. } | E::NotFound { .. } => Self::not_found(e.to_string()),
             E::InvalidName { .. } => Self::bad_request("invalid_name", e.to_string()),
+            E::InvalidFilter { .. } => Self::bad_request("invalid_value", e.to_string()),
             E::InvalidCursor => Self::bad_request(
                 "invalid_cursor",
                 "`cursor` is not one this listing gave out (pass `next_cursor` back as it is)",
