@@ -159,7 +159,7 @@ impl Acc {
 fn replay_one(
     set: &LiveSet,
     candidate: &Plugin,
-    live: Option<&Plugin>,
+    live: Option<(&LiveSet, &Plugin)>,
     record: &EventRecord,
     examples: usize,
     acc: &mut Acc,
@@ -186,7 +186,7 @@ fn replay_one(
             *acc.errors.entry(e.class.as_str().to_string()).or_default() += 1;
         }
     }
-    let baseline = live.and_then(|live| {
+    let baseline = live.and_then(|(set, live)| {
         shadow_run(
             set,
             live,
@@ -294,7 +294,8 @@ pub fn replay(
                 hash: h.clone(),
             })
         });
-    // The live version, as the baseline, on a scratch copy of its own.
+    // The live version, as the baseline, with routers of its own: both on scratch copies
+    // of their own, so a stateful router does not count each event twice.
     let live = match &replaces {
         Some(r) => {
             let entries = load_entries(store)?;
@@ -305,7 +306,8 @@ pub fn replay(
             match record {
                 Some(m) => {
                     let blob = load_blob(store, &r.hash)?;
-                    Some(runtime.load(m, &blob, scratch_kv(store, &r.name))?)
+                    let plugin = runtime.load(m, &blob, scratch_kv(store, &r.name))?;
+                    Some((scratch_live_set(store, runtime, &r.name)?, plugin))
                 }
                 None => None,
             }
@@ -328,7 +330,7 @@ pub fn replay(
                 let rx = rx.clone();
                 let set = &set;
                 let candidate = &candidate;
-                let live = live.as_ref();
+                let live = live.as_ref().map(|(set, plugin)| (set, plugin));
                 scope.spawn(move || {
                     let mut acc = Acc::default();
                     while let Ok(chunk) = rx.recv() {
