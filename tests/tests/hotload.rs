@@ -289,6 +289,17 @@ fn upload_activate_rollback_and_refusals() {
         (400, &json!("invalid_value")),
         "{body}"
     );
+    let (status, body) = put_wasm(
+        &server,
+        "satisfaction",
+        "kind=scorer&kind=router",
+        wasm(&plugins::SATISFACTION),
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("duplicate_field")),
+        "{body}"
+    );
     let manifest = std::fs::read_to_string(plugins::SATISFACTION.manifest).expect("manifest");
     let multipart = format!(
         "--b\r\ncontent-disposition: form-data; name=\"manifest\"\r\n\r\n{manifest}\r\n\

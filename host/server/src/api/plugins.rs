@@ -269,10 +269,22 @@ fn activation(q: &HashMap<String, String>) -> Result<Activation, ApiError> {
 async fn upload(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(request.headers(), &[Role::Admin])?;
+    // A parameter given twice (`kind=scorer&kind=router`) has no one meaning: refuse it
+    // rather than keep whichever came last.
+    let mut q = HashMap::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if q.contains_key(&key) {
+            return Err(ApiError::bad_request(
+                "duplicate_field",
+                format!("query parameter `{key}` is given twice"),
+            ));
+        }
+        q.insert(key, value);
+    }
     if !flywheel_runtime::manifest::valid_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_value",
