@@ -395,25 +395,6 @@ impl ListQuery {
                 format!("`route` is `{route}`; expected accept, label, review, drop or pending"),
             ));
         }
-        const FEEDBACK: [&str; 6] = [
-            "thumbs",
-            "rating",
-            "correction",
-            "clarification",
-            "comment",
-            "none",
-        ];
-        if let Some(feedback) = &self.feedback
-            && !FEEDBACK.contains(&feedback.as_str())
-        {
-            return Err(ApiError::bad_request(
-                "invalid_value",
-                format!(
-                    "`feedback` is `{feedback}`; expected {}",
-                    FEEDBACK.join(", ")
-                ),
-            ));
-        }
         Ok(EventFilter {
             from_ms: self.from,
             to_ms: self.to,
