@@ -167,6 +167,17 @@ fn plugin_check_validates_world_and_start_up() {
     let (ok, stdout, stderr) = run(&["plugin", "check", lone.to_str().expect("path")]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("valid router"), "{stdout}");
+    assert!(
+        stderr.contains("no manifest found"),
+        "the defaults are announced: {stderr}"
+    );
+    // A component just built, in the project's `target/`, runs with its crate's manifest.
+    let (ok, _, stderr) = run(&["plugin", "check", plugins::GROUNDEDNESS.wasm]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("note: manifest") && stderr.contains("groundedness/plugin.toml"),
+        "{stderr}"
+    );
     // A router claimed as a scorer is refused by name.
     let manifest = dir.path().join("claims-scorer.toml");
     std::fs::write(

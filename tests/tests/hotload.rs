@@ -526,6 +526,32 @@ fn dropping_files_in_the_plugin_directory_hot_loads_them() {
     assert!(settled >= 1, "the bad file is logged");
     std::thread::sleep(Duration::from_millis(2_000));
     assert_eq!(refusals(), settled, "rescanned with nothing changed");
+
+    // A component dropped in without its manifest is reported, not ignored.
+    std::fs::copy(plugins::SATISFACTION.wasm, dir.join("lonely.wasm")).expect("copy");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = server.get("/v1/plugins");
+        let lonely = list["directory_errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .find(|e| {
+                e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("lonely.wasm"))
+            })
+            .cloned();
+        if let Some(e) = lonely {
+            assert!(
+                e["error"].as_str().expect("error").contains("no manifest"),
+                "{e}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

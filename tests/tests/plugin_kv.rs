@@ -107,6 +107,17 @@ fn operators_read_and_clear_a_plugins_kv_and_a_shadow_runs_on_its_own_copy() {
     let (_, shadow_list) = server.get(&format!("/v1/plugins/{PLUGIN}/kv?shadow=true"));
     assert_eq!(shadow_list["version"], second["hash"]);
     assert_eq!(shadow_list["shadow"], true);
+    // The shadow report compares a scorer's scores too: same values, other label.
+    let (status, report) = server.get(&format!("/v1/plugins/{PLUGIN}/shadow/report"));
+    assert_eq!(status, 200, "{report}");
+    let compat = &report["scores"]["compat"];
+    assert_eq!(
+        (compat["events"].as_u64(), compat["changed"].as_u64()),
+        (Some(2), Some(2)),
+        "{report}"
+    );
+    assert_eq!(compat["live_mean"], compat["shadow_mean"], "{report}");
+    assert_eq!(report["agreement"], 1.0, "{report}");
 
     // Clearing the shadow's copy leaves the live data alone, and the other way round.
     let (status, body) = delete(

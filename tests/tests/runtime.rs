@@ -423,7 +423,7 @@ fn a_deadline_fires_after_the_runtime_sat_idle() {
 }
 
 #[test]
-fn the_file_plugin_cannot_read_or_write_files() {
+fn the_sandbox_grants_no_files_environment_or_clock() {
     let p = load(&plugins::HOSTILE_FILE);
     let outcome = p.score(&PreparedEvent::new(&fixtures::event("event_no_feedback")));
     match outcome.result {

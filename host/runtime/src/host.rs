@@ -70,6 +70,29 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The clocks a plugin sees: always the Unix epoch (wall) and 0 (monotonic).
+struct StoppedClock;
+
+impl wasmtime_wasi::HostWallClock for StoppedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// The data of one `Store`: one instance of one plugin version.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -83,8 +106,13 @@ impl HostState {
     pub(crate) fn new(shared: Arc<PluginShared>, memory_cap: usize) -> Self {
         Self {
             // No preopens, no env, no args, no network, no inherited stdio: a guest
-            // built for WASI links, and every capability is empty.
-            wasi: WasiCtx::builder().build(),
+            // built for WASI links, and every capability is empty. The clocks are
+            // stopped at the Unix epoch: a decision that depended on when it ran could
+            // not be replayed or shadowed (an event's own time is `received-at`).
+            wasi: WasiCtx::builder()
+                .wall_clock(StoppedClock)
+                .monotonic_clock(StoppedClock)
+                .build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 cap: memory_cap,

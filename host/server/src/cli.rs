@@ -257,6 +257,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a component's manifest is when none is named: `<file>.toml` or `plugin.toml`
+/// beside it, else (a component just built, in `<project>/target/...`) the `plugin.toml`
+/// of the crate it was built from, as the plugin README lays a crate out.
 fn default_manifest(wasm: &Path) -> Option<PathBuf> {
     [
         wasm.with_extension("toml"),
@@ -264,6 +267,43 @@ fn default_manifest(wasm: &Path) -> Option<PathBuf> {
     ]
     .into_iter()
     .find(|p| p.exists())
+    .or_else(|| crate_manifest(wasm))
+}
+
+/// The `plugin.toml` beside the `Cargo.toml` of the package `wasm` was built from,
+/// looked for up to three levels below the project that holds the `target` directory.
+fn crate_manifest(wasm: &Path) -> Option<PathBuf> {
+    let wasm = std::fs::canonicalize(wasm).ok()?;
+    let package = wasm.file_stem()?.to_string_lossy().replace('_', "-");
+    let project = wasm
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "target"))?
+        .parent()?;
+    let mut level = vec![project.to_path_buf()];
+    let mut dirs = level.clone();
+    for _ in 0..3 {
+        level = level
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n != "target" && !n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        dirs.extend(level.iter().cloned());
+    }
+    dirs.into_iter().map(|d| d.join("plugin.toml")).find(|m| {
+        let names_it = |cargo: &Path| -> Option<bool> {
+            let text = std::fs::read_to_string(cargo).ok()?;
+            let value: toml::Table = text.parse().ok()?;
+            Some(value.get("package")?.get("name")?.as_str()? == package)
+        };
+        m.exists()
+            && m.parent()
+                .is_some_and(|d| names_it(&d.join("Cargo.toml")) == Some(true))
+    })
 }
 
 fn load(
@@ -274,10 +314,14 @@ fn load(
 ) -> Result<Plugin> {
     let wasm =
         std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
-    let mut manifest = match manifest
-        .map(Path::to_path_buf)
-        .or_else(|| default_manifest(wasm_path))
-    {
+    let found = manifest
+        .is_none()
+        .then(|| default_manifest(wasm_path))
+        .flatten();
+    if let Some(path) = &found {
+        eprintln!("note: manifest {}", path.display());
+    }
+    let mut manifest = match manifest.map(Path::to_path_buf).or(found) {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -289,6 +333,12 @@ fn load(
                 .file_stem()
                 .map(|s| s.to_string_lossy().replace('_', "-"))
                 .unwrap_or_default();
+            eprintln!(
+                "note: no manifest found ({} or plugin.toml beside it, or a crate's plugin.toml \
+                 in the project): running as a {kind} with the default limits and no config; \
+                 pass --manifest",
+                wasm_path.with_extension("toml").display()
+            );
             Manifest {
                 name: if flywheel_runtime::manifest::valid_name(&stem) {
                     stem

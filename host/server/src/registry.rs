@@ -783,7 +783,23 @@ impl Registry {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter(|p| {
+                    // A component alone is a plugin half-dropped in: say what is missing.
+                    let lone = p.extension().is_some_and(|x| x == "wasm")
+                        && !p.with_extension("toml").exists();
+                    if lone {
+                        let error = format!(
+                            "no manifest: put {} beside it",
+                            p.with_extension("toml").display()
+                        );
+                        tracing::warn!(path = %p.display(), "plugin file waits: {error}");
+                        errors.push(DirError {
+                            path: p.display().to_string(),
+                            error,
+                        });
+                    }
+                    p.extension().is_some_and(|x| x == "toml")
+                })
                 .collect(),
             Err(e) => {
                 errors.push(DirError {

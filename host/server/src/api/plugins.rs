@@ -537,6 +537,9 @@ async fn shadow_report(
         let (mut events, mut agree) = (0u64, 0u64);
         let mut changes: std::collections::BTreeMap<(String, String), u64> = Default::default();
         let mut differing: std::collections::VecDeque<Value> = Default::default();
+        // A scorer candidate may grade differently and still route the same: its scores
+        // are compared with the live version's, name by name.
+        let mut scores: std::collections::BTreeMap<String, ScoreAgreement> = Default::default();
         for record in store.scan(&filter) {
             let record = record?;
             let Some(outcome) = &record.outcome else { continue };
@@ -544,6 +547,16 @@ async fn shadow_report(
                 continue;
             };
             events += 1;
+            let live_scores = outcome.scores.iter().filter(|s| s.plugin == name).map(|s| &s.score);
+            for live in live_scores {
+                let shadow = run.scores.iter().find(|s| s.name == live.name);
+                scores.entry(live.name.clone()).or_default().add(live, shadow);
+            }
+            for shadow in run.scores.iter() {
+                if !outcome.scores.iter().any(|s| s.plugin == name && s.score.name == shadow.name) {
+                    scores.entry(shadow.name.clone()).or_default().add_new(shadow);
+                }
+            }
             // Where the event goes (outcomes stored before this rule compared whole routes).
             if run.route.same_destination(&outcome.route) {
                 agree += 1;
@@ -565,10 +578,54 @@ async fn shadow_report(
             "agreement": (events > 0).then(|| agree as f64 / events as f64),
             "route_changes": changes.into_iter().map(|((from, to), count)| json!({"from": from, "to": to, "count": count})).collect::<Vec<_>>(),
             "differing": differing,
+            "scores": scores.into_iter().map(|(name, s)| (name, s.view())).collect::<serde_json::Map<_, _>>(),
         }))
     })
     .await?;
     Ok(Json(report).into_response())
+}
+
+/// How a shadow scorer's score of one name compares with the live version's.
+#[derive(Default)]
+struct ScoreAgreement {
+    /// Events where either version gave this score.
+    events: u64,
+    /// Of those, events where the value (to 1e-9) or the label differs, or one is missing.
+    changed: u64,
+    live: (u64, f64),
+    shadow: (u64, f64),
+}
+
+impl ScoreAgreement {
+    fn add(&mut self, live: &flywheel_model::Score, shadow: Option<&flywheel_model::Score>) {
+        self.events += 1;
+        self.live = (self.live.0 + 1, self.live.1 + live.value);
+        match shadow {
+            Some(s) => {
+                self.shadow = (self.shadow.0 + 1, self.shadow.1 + s.value);
+                if (s.value - live.value).abs() > 1e-9 || s.label != live.label {
+                    self.changed += 1;
+                }
+            }
+            None => self.changed += 1,
+        }
+    }
+
+    fn add_new(&mut self, shadow: &flywheel_model::Score) {
+        self.events += 1;
+        self.changed += 1;
+        self.shadow = (self.shadow.0 + 1, self.shadow.1 + shadow.value);
+    }
+
+    fn view(&self) -> Value {
+        let mean = |(n, sum): (u64, f64)| (n > 0).then(|| sum / n as f64);
+        json!({
+            "events": self.events,
+            "changed": self.changed,
+            "live_mean": mean(self.live),
+            "shadow_mean": mean(self.shadow),
+        })
+    }
 }
 
 /// `POST /v1/replay` body.
