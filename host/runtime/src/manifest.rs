@@ -28,9 +28,36 @@ pub struct Manifest {
     pub failure_mode: FailureMode,
     #[serde(default)]
     pub limits: Limits,
-    /// String key/values the plugin reads through the `config` import.
-    #[serde(default)]
+    /// String key/values the plugin reads through the `config` import. A number or a
+    /// boolean (`threshold = 0.3`) is taken as its text, as the plugin will read it.
+    #[serde(default, deserialize_with = "config_values")]
     pub config: BTreeMap<String, String>,
+}
+
+fn config_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string, a number or a boolean")]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::Text(s) => s,
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
 }
 
 /// Per-call limits. Defaults suit a scorer over one event.
@@ -92,8 +119,16 @@ impl Limits {
 impl Manifest {
     /// Parse and validate a manifest from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, LoadError> {
-        let manifest: Manifest =
-            toml::from_str(text).map_err(|e| LoadError::Manifest(e.message().to_string()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            // Name the line: serde's message alone does not say which key it is about.
+            let at = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                format!(" (line {line}: `{source}`)")
+            });
+            LoadError::Manifest(format!("{}{}", e.message().trim(), at.unwrap_or_default()))
+        })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -175,5 +210,45 @@ mod tests {
         let name =
             Manifest::from_toml("name='A b'\nkind='scorer'\nversion='1'\n").expect_err("name");
         assert!(name.to_string().contains("name"), "{name}");
+        // A wrong type names its line, so the key.
+        let typed = Manifest::from_toml(
+            "name='a'\nkind='scorer'\nversion='1'\n[limits]\ntimeout-ms='fast'\n",
+        )
+        .expect_err("type");
+        assert!(
+            typed.to_string().contains("line 5: `timeout-ms='fast'`"),
+            "{typed}"
+        );
+    }
+
+    #[test]
+    fn config_values_may_be_numbers_or_booleans() {
+        let m = Manifest::from_toml(
+            "name='a'\nkind='scorer'\nversion='1'\n[config]\nthreshold=0.3\nmax=5\non=true\nq='x'\n",
+        )
+        .expect("valid");
+        let got: Vec<(&str, &str)> = m
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("max", "5"),
+                ("on", "true"),
+                ("q", "x"),
+                ("threshold", "0.3")
+            ]
+        );
+        let nested =
+            Manifest::from_toml("name='a'\nkind='scorer'\nversion='1'\n[config]\nlist=[1, 2]\n")
+                .expect_err("an array is not a value");
+        assert!(
+            nested
+                .to_string()
+                .contains("a string, a number or a boolean"),
+            "{nested}"
+        );
     }
 }
