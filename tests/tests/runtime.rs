@@ -486,6 +486,41 @@ fn a_component_of_the_wrong_world_is_refused_by_name() {
 }
 
 #[test]
+fn a_component_built_against_an_unknown_contract_is_refused_by_name() {
+    // The 0.1 fixture with its contract's version rewritten in place: as if built
+    // against a `flywheel:policy` newer than this host.
+    let mut wasm = std::fs::read(plugins::COMPAT_SCORER.wasm).expect("read");
+    let (from, to) = (b"flywheel:policy/", b"@0.1.0");
+    let mut patched = 0;
+    let mut i = 0;
+    while let Some(at) = wasm[i..].windows(from.len()).position(|w| w == from) {
+        let start = i + at + from.len();
+        if let Some(v) = wasm[start..]
+            .windows(to.len())
+            .take(16)
+            .position(|w| w == to)
+        {
+            wasm[start + v..start + v + to.len()].copy_from_slice(b"@9.1.0");
+            patched += 1;
+        }
+        i = start;
+    }
+    assert!(patched > 0, "the fixture names its contract");
+    let err = runtime()
+        .load(
+            manifest(&plugins::COMPAT_SCORER),
+            &wasm,
+            Arc::new(MemoryKv::default()),
+        )
+        .expect_err("an unknown contract");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("flywheel:policy@9.1.0") && msg.contains("0.1.0 and 0.2.0"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn bytes_that_are_not_a_component_are_refused() {
     let m = manifest(&plugins::SATISFACTION);
     let kv = || -> Arc<MemoryKv> { Arc::new(MemoryKv::default()) };

@@ -177,6 +177,7 @@ impl Runtime {
         let hash = version_hash(wasm, &manifest);
         let component = self.compile(&component_hash, wasm)?;
         check_world(&self.inner.engine, &component, manifest.kind)?;
+        check_contract(&self.inner.engine, &component, manifest.kind)?;
 
         let pre = self
             .inner
@@ -396,6 +397,42 @@ fn list_or_none(names: &[String]) -> String {
     }
 }
 
+/// The `flywheel:policy` versions this host runs plugins of.
+pub const CONTRACTS: [&str; 2] = ["0.1.0", "0.2.0"];
+
+/// A component built against a contract this host does not know (a newer one) is
+/// refused by name, rather than by the first type that fails to link.
+fn check_contract(
+    engine: &Engine,
+    component: &Component,
+    kind: PluginKind,
+) -> Result<(), LoadError> {
+    let mut versions: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .chain(export_names(engine, component))
+        .filter_map(|name| {
+            let (_, version) = name.strip_prefix("flywheel:policy/")?.split_once('@')?;
+            Some(version.trim_end_matches(" (not a function)").to_owned())
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    if versions.is_empty() || versions.iter().any(|v| CONTRACTS.contains(&v.as_str())) {
+        return Ok(());
+    }
+    Err(LoadError::WrongWorld {
+        kind,
+        detail: format!(
+            "it was built against flywheel:policy@{}; this host runs {}: build it against this \
+             host's wit/policy.wit (or its SDK), or upgrade the host",
+            versions.join(", @"),
+            CONTRACTS.join(" and ")
+        ),
+    })
+}
+
 /// Name the missing export, and say which world the component looks like instead.
 fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Result<(), LoadError> {
     let exports = export_names(engine, component);
@@ -406,7 +443,15 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
         .into_iter()
         .find(|k| exports.iter().any(|e| e == k.export_name()))
         .map(|k| format!("; it looks like a {k} (it exports `{}`)", k.export_name()))
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            if exports.is_empty() {
+                format!(
+                    "; a Rust plugin exports its type with `flywheel_plugin::export_{kind}!(YourType)`"
+                )
+            } else {
+                String::new()
+            }
+        });
     Err(LoadError::WrongWorld {
         kind,
         detail: format!(
