@@ -237,13 +237,15 @@ impl HostState {
             }
             message.truncate(cut);
         }
+        // Tagged with the version too: a live version and its shadow log side by side.
         let plugin = &self.shared.id.name;
+        let version = &self.shared.id.version;
         match level {
-            "trace" => tracing::trace!(target: "flywheel::plugin", plugin, "{message}"),
-            "debug" => tracing::debug!(target: "flywheel::plugin", plugin, "{message}"),
-            "info" => tracing::info!(target: "flywheel::plugin", plugin, "{message}"),
-            "warn" => tracing::warn!(target: "flywheel::plugin", plugin, "{message}"),
-            _ => tracing::error!(target: "flywheel::plugin", plugin, "{message}"),
+            "trace" => tracing::trace!(target: "flywheel::plugin", plugin, version, "{message}"),
+            "debug" => tracing::debug!(target: "flywheel::plugin", plugin, version, "{message}"),
+            "info" => tracing::info!(target: "flywheel::plugin", plugin, version, "{message}"),
+            "warn" => tracing::warn!(target: "flywheel::plugin", plugin, version, "{message}"),
+            _ => tracing::error!(target: "flywheel::plugin", plugin, version, "{message}"),
         }
         if self.logs.len() < MAX_LOGS_PER_CALL {
             self.logs.push(LogLine { level, message });

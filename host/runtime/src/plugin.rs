@@ -386,7 +386,12 @@ impl Plugin {
                 calls: 0,
             }),
             Err(e) => {
-                let (class, message) = classify(&e, &store.data().limiter, &store.data().logs);
+                let (class, message) = classify(
+                    &e,
+                    &store.data().limiter,
+                    &store.data().logs,
+                    self.manifest.limits.timeout_ms,
+                );
                 let class = if class == ErrorClass::Trap {
                     ErrorClass::Unavailable
                 } else {
@@ -446,7 +451,8 @@ impl Plugin {
             Some(Ok(Ok(value))) => (Ok(value), true),
             Some(Ok(Err(message))) => (Err(self.failure(ErrorClass::PluginError, message)), true),
             Some(Err(trap)) => {
-                let (class, message) = classify(&trap, &data.limiter, &logs);
+                let (class, message) =
+                    classify(&trap, &data.limiter, &logs, self.manifest.limits.timeout_ms);
                 (Err(self.failure(class, message)), false)
             }
         };
@@ -511,6 +517,7 @@ fn classify(
     e: &wasmtime::Error,
     limiter: &crate::host::MemoryLimiter,
     logs: &[LogLine],
+    timeout_ms: u64,
 ) -> (ErrorClass, String) {
     // The SDK's panic hook logs the panic message before the guest aborts.
     let last_error = logs
@@ -523,13 +530,16 @@ fn classify(
         return (
             ErrorClass::OutOfMemory,
             format!(
-                "memory cap of {} MiB reached{last_error}",
+                "memory cap of {} MiB reached (manifest `limits.memory-mib`){last_error}",
                 limiter.cap >> 20
             ),
         );
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => (ErrorClass::Timeout, "deadline exceeded".into()),
+        Some(Trap::Interrupt) => (
+            ErrorClass::Timeout,
+            format!("deadline of {timeout_ms} ms exceeded (manifest `limits.timeout-ms`)"),
+        ),
         Some(Trap::StackOverflow) => (ErrorClass::Trap, format!("stack overflow{last_error}")),
         // Rust and C guests keep their stack in linear memory below the data; running
         // off its end is an out-of-bounds access rather than a native stack overflow.
@@ -551,7 +561,7 @@ fn classify(
 fn check_size(size: usize, limit: usize) -> Result<(), String> {
     if size > limit {
         Err(format!(
-            "result is {} KiB, over the cap of {} KiB",
+            "result is {} KiB, over the cap of {} KiB (manifest `limits.max-result-kib`)",
             size.div_ceil(1024),
             limit >> 10
         ))
