@@ -28,14 +28,18 @@ impl Scorer for HostileFile {
             spin = spin.wrapping_add(i * i);
         }
         if started.elapsed().as_nanos() > 0 {
-            return Ok(vec![Score::new("escaped", 1.0)
-                .with_label("monotonic-clock")
-                .with_reason(format!("timed a loop ({spin})"))]);
+            return Ok(vec![
+                Score::new("escaped", 1.0)
+                    .with_label("monotonic-clock")
+                    .with_reason(format!("timed a loop ({spin})")),
+            ]);
         }
         if let Some((key, _)) = std::env::vars().next() {
-            return Ok(vec![Score::new("escaped", 1.0)
-                .with_label("environment")
-                .with_reason(format!("read the environment: {key}"))]);
+            return Ok(vec![
+                Score::new("escaped", 1.0)
+                    .with_label("environment")
+                    .with_reason(format!("read the environment: {key}")),
+            ]);
         }
         let read = std::fs::read_to_string("/etc/passwd");
         let write = std::fs::write("/tmp/x", b"hostile-file was here");
