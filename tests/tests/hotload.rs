@@ -300,6 +300,24 @@ fn upload_activate_rollback_and_refusals() {
         (400, &json!("duplicate_field")),
         "{body}"
     );
+    // A hash prefix under 8 characters is refused as such, not as "no version".
+    let live = live_hash(&server, "satisfaction");
+    let (status, body) = server.post(
+        "/v1/plugins/satisfaction/activate",
+        &json!({"version": &live[..4]}),
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_value")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("8 or more"),
+        "{body}"
+    );
     let manifest = std::fs::read_to_string(plugins::SATISFACTION.manifest).expect("manifest");
     let multipart = format!(
         "--b\r\ncontent-disposition: form-data; name=\"manifest\"\r\n\r\n{manifest}\r\n\

@@ -116,6 +116,9 @@ pub enum RegistryError {
     NotFound(String),
     #[error("plugin `{name}` has no version matching `{version}`")]
     NoSuchVersion { name: String, version: String },
+    /// A hash prefix that short could soon match several versions.
+    #[error("`{0}` is too short a hash prefix: give 8 or more characters")]
+    ShortPrefix(String),
     #[error("{0}")]
     Conflict(String),
     #[error("store error: {0}")]
@@ -528,6 +531,12 @@ impl Registry {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.hash.clone()),
+            // A short hash prefix is refused as ambiguous-prone: say so, not "no version".
+            [] if !version.is_empty()
+                && entry.versions.iter().any(|v| v.hash.starts_with(version)) =>
+            {
+                Err(RegistryError::ShortPrefix(version.to_owned()))
+            }
             [] => Err(RegistryError::NoSuchVersion {
                 name: entry.name.clone(),
                 version: version.into(),

@@ -67,6 +67,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::not_found(msg)
             }
             RegistryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            RegistryError::ShortPrefix(_) => ApiError::bad_request("invalid_value", msg),
             RegistryError::Store(e) => ApiError::from(e),
         }
     }
