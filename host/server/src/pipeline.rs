@@ -489,9 +489,30 @@ impl Pipeline {
     }
 
     /// Decide an event now, on the calling thread, and store the outcome. For
-    /// `?wait=true`; returns what is stored (the earlier outcome if a worker won).
+    /// `?wait=true`; returns what is stored. The event is claimed first, as the sweeper
+    /// claims what it hands to the workers, so it is decided once: plugins have side
+    /// effects (kv writes), and a second run would make them twice. When a worker holds
+    /// it, this waits for the outcome the worker stores.
     pub fn process_now(&self, event: &Event) -> Result<Outcome, flywheel_store::StoreError> {
-        process(&self.shared, event)
+        let shared = &self.shared;
+        let stored = || -> Result<Option<Outcome>, flywheel_store::StoreError> {
+            Ok(shared.store.get(&event.id)?.and_then(|r| r.outcome))
+        };
+        loop {
+            if shared.queued.lock().insert(event.id.clone()) {
+                let result = match stored() {
+                    Ok(Some(outcome)) => Ok(outcome),
+                    Ok(None) => process(shared, event),
+                    Err(e) => Err(e),
+                };
+                shared.queued.lock().remove(&event.id);
+                return result;
+            }
+            if let Some(outcome) = stored()? {
+                return Ok(outcome);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// The plugin set new events will be processed with.
@@ -747,16 +768,18 @@ fn sweeper(shared: &Shared, tx: &Sender<Job>) {
                 };
                 after = Some(last);
                 for (_, id) in page {
-                    if shared.queued.lock().contains(&id) {
+                    // Claimed before it is read, in one step: `process_now` claims the
+                    // same way, so an event is never decided by both.
+                    if !shared.queued.lock().insert(id.clone()) {
                         continue;
                     }
-                    let Ok(Some(record)) = shared.store.get(&id) else {
-                        continue;
+                    let record = match shared.store.get(&id) {
+                        Ok(Some(record)) if record.outcome.is_none() => record,
+                        _ => {
+                            shared.queued.lock().remove(&id);
+                            continue;
+                        }
                     };
-                    if record.outcome.is_some() {
-                        continue;
-                    }
-                    shared.queued.lock().insert(id);
                     resumed += 1;
                     let job = Job {
                         event: Arc::new(record.event),
