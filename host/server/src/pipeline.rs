@@ -475,7 +475,10 @@ impl Pipeline {
         static QUEUED: LazyLock<metrics::Gauge> =
             LazyLock::new(|| metrics::gauge!("flywheel_pipeline_queued"));
         // Marked before sending: a worker may finish the event before `try_send` returns.
-        self.shared.queued.lock().insert(event.id.clone());
+        // Already in hand (the sweeper took it from the store first): nothing to do.
+        if !self.shared.queued.lock().insert(event.id.clone()) {
+            return;
+        }
         match self.tx.try_send(Job {
             event: Arc::new(event),
         }) {
