@@ -401,7 +401,8 @@ fn list_or_none(names: &[String]) -> String {
 pub const CONTRACTS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// A component built against a contract this host does not know (a newer one) is
-/// refused by name, rather than by the first type that fails to link.
+/// refused by name, rather than by the first type that fails to link. The contract's
+/// interfaces (`flywheel:policy/types@X`, `log`, `config`, `kv`) are all imports.
 fn check_contract(
     engine: &Engine,
     component: &Component,
@@ -410,11 +411,9 @@ fn check_contract(
     let mut versions: Vec<String> = component
         .component_type()
         .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .chain(export_names(engine, component))
-        .filter_map(|name| {
+        .filter_map(|(name, _)| {
             let (_, version) = name.strip_prefix("flywheel:policy/")?.split_once('@')?;
-            Some(version.trim_end_matches(" (not a function)").to_owned())
+            Some(version.to_owned())
         })
         .collect();
     versions.sort();

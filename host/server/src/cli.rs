@@ -302,7 +302,7 @@ fn crate_manifest(wasm: &Path) -> Option<PathBuf> {
         };
         m.exists()
             && m.parent()
-                .is_some_and(|d| names_it(&d.join("Cargo.toml")) == Some(true))
+                .is_some_and(|d| names_it(&d.join("Cargo.toml")).unwrap_or(false))
     })
 }
 

@@ -91,7 +91,8 @@ pub struct AuditEntry {
 }
 
 impl PluginEntry {
-    fn version(&self, hash: &str) -> Option<&VersionRecord> {
+    /// The stored version with this full hash.
+    pub(crate) fn version(&self, hash: &str) -> Option<&VersionRecord> {
         self.versions.iter().find(|v| v.hash == hash)
     }
 

@@ -284,33 +284,25 @@ pub fn replay(
     }
     let started = Instant::now();
     let set = scratch_live_set(store, runtime, &manifest.name)?;
-    let replaces = load_entries(store)?
-        .get(&manifest.name)
-        .and_then(|e| e.live.clone().map(|h| (e.clone(), h)))
-        .and_then(|(e, h)| {
-            e.versions.iter().find(|v| v.hash == h).map(|v| PluginRef {
-                name: e.name.clone(),
-                version: v.manifest.version.clone(),
-                hash: h.clone(),
-            })
-        });
-    // The live version, as the baseline, with routers of its own: both on scratch copies
-    // of their own, so a stateful router does not count each event twice.
-    let live = match &replaces {
-        Some(r) => {
-            let entries = load_entries(store)?;
-            let record = entries
-                .get(&r.name)
-                .and_then(|e| e.versions.iter().find(|v| v.hash == r.hash))
-                .map(|v| v.manifest.clone());
-            match record {
-                Some(m) => {
-                    let blob = load_blob(store, &r.hash)?;
-                    let plugin = runtime.load(m, &blob, scratch_kv(store, &r.name))?;
-                    Some((scratch_live_set(store, runtime, &r.name)?, plugin))
-                }
-                None => None,
-            }
+    // The plugin's live version, if any, is the baseline: run with routers of its own,
+    // both on scratch copies of their kv, so a stateful router does not count each event
+    // twice.
+    let entries = load_entries(store)?;
+    let live_record = entries.get(&manifest.name).and_then(|e| {
+        let hash = e.live.as_ref()?;
+        e.versions.iter().find(|v| &v.hash == hash)
+    });
+    let replaces = live_record.map(|v| PluginRef {
+        name: manifest.name.clone(),
+        version: v.manifest.version.clone(),
+        hash: v.hash.clone(),
+    });
+    let live = match live_record {
+        Some(v) => {
+            let blob = load_blob(store, &v.hash)?;
+            let plugin =
+                runtime.load(v.manifest.clone(), &blob, scratch_kv(store, &manifest.name))?;
+            Some((scratch_live_set(store, runtime, &manifest.name)?, plugin))
         }
         None => None,
     };

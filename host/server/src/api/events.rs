@@ -385,17 +385,9 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// The store filter the query names (paging aside).
-    fn filter(&self) -> Result<EventFilter, ApiError> {
-        if let Some(route) = &self.route
-            && !["accept", "label", "review", "drop", "pending"].contains(&route.as_str())
-        {
-            return Err(ApiError::bad_request(
-                "invalid_value",
-                format!("`route` is `{route}`; expected accept, label, review, drop or pending"),
-            ));
-        }
-        Ok(EventFilter {
+    /// The store filter the query names (paging aside); the store checks its values.
+    fn filter(&self) -> EventFilter {
+        EventFilter {
             from_ms: self.from,
             to_ms: self.to,
             prompt_name: self.prompt.clone(),
@@ -407,7 +399,7 @@ impl ListQuery {
             session_id: self.session_id.clone(),
             trace_id: self.trace_id.clone(),
             model: self.model.clone(),
-        })
+        }
     }
 }
 
@@ -427,7 +419,7 @@ pub async fn list(
             format!("`limit` is {limit}; it must be 1..=500"),
         ));
     }
-    let filter = q.filter()?;
+    let filter = q.filter();
     let store = state.store.clone();
     let cursor = q.cursor;
     let page = tokio::task::spawn_blocking(move || store.list(&filter, cursor.as_deref(), limit))
@@ -486,7 +478,7 @@ pub async fn erase_matching(
             "`cursor` and `limit` page a listing; an erasure takes every match",
         ));
     }
-    let filter = q.filter()?;
+    let filter = q.filter();
     if filter.is_empty() {
         return Err(ApiError::bad_request(
             "missing_filter",

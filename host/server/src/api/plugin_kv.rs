@@ -76,9 +76,7 @@ impl Target {
             .ok_or_else(|| ApiError::not_found(format!("no plugin named `{name}`")))?;
         let quota = |entry: &PluginEntry, hash: &str| {
             entry
-                .versions
-                .iter()
-                .find(|v| v.hash == hash)
+                .version(hash)
                 .map(|v| v.manifest.limits.kv_quota_bytes())
         };
         if shadow {
